@@ -1,0 +1,54 @@
+// A memory bank: unit keys, values, stable slot ids, usage counts and metadata.
+// Storage layer: the attention op sees a bank through attention/bank_view.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace kvtune {
+
+// Bumped whenever the on-disk layout changes; readers refuse versions they do not know.
+inline constexpr int kBankFormatVersion = 1;
+
+struct BankMeta {
+  std::string name;
+  int format_version = kBankFormatVersion;
+  bool trainable = false;
+  int64_t key_dim = 0;
+  int64_t value_dim = 0;
+  double score_scale = 0.0;   // scores are score_scale * cos(q, k); 0 means sqrt(key_dim)
+  std::string provenance;     // free text (JSON by convention): where the slots came from
+  std::string index_factory;  // faiss factory string of the index saved beside the bank, or ""
+};
+
+struct Bank {
+  torch::Tensor keys;      // [N, key_dim] float32, rows of unit L2 norm
+  torch::Tensor values;    // [N, value_dim] float32
+  torch::Tensor slot_ids;  // [N] int64, unique, stable across merge/compact
+  torch::Tensor usage;     // [N] int64, >= 0: how often each slot was retrieved
+  BankMeta meta;
+
+  int64_t size() const { return keys.defined() ? keys.size(0) : 0; }
+  // The scale actually used: meta.score_scale, or sqrt(key_dim) when it is 0.
+  double effective_scale() const;
+};
+
+// Tolerance on |‖k‖ - 1| for a key to count as unit norm.
+inline constexpr double kUnitNormTolerance = 1e-4;
+
+// Throws kvtune::Error naming `where` (a file name or "bank 'x'") and the problem when the bank
+// breaks an invariant: shapes/dtypes, N mismatch, non-finite keys or values, non-unit keys,
+// duplicate slot ids, negative usage, dims that disagree with meta.
+void validate_bank(const Bank& bank, const std::string& where);
+
+// Random unit keys (Gaussian, normalized: the seed module's init) and small random values
+// (Gaussian * value_std). Slot ids 0..n-1, usage 0. Deterministic for a seed.
+Bank make_random_bank(const std::string& name, int64_t n, int64_t key_dim, int64_t value_dim,
+                      uint64_t seed, bool trainable, double value_std = 0.02);
+
+// The path of the faiss index saved beside a bank: "x.h5" -> "x.faiss".
+std::string index_path_for(const std::string& bank_path);
+
+}  // namespace kvtune
