@@ -1,0 +1,88 @@
+#include "attention/knn_attention.h"
+
+#include <cmath>
+
+#include "attention/estimator.h"
+#include "common/check.h"
+
+namespace kvtune {
+
+std::vector<int64_t> bank_offsets(const std::vector<BankView>& banks) {
+  std::vector<int64_t> offsets;
+  offsets.reserve(banks.size());
+  int64_t total = 0;
+  for (const auto& b : banks) {
+    offsets.push_back(total);
+    total += b.size();
+  }
+  return offsets;
+}
+
+void check_attention_inputs(const torch::Tensor& queries, const std::vector<BankView>& banks,
+                            const KnnAttentionOptions& options) {
+  KVT_CHECK(queries.defined() && queries.dim() >= 1, "queries must be a tensor [..., d_k]");
+  KVT_CHECK(!queries.is_cuda(),
+            "queries are on CUDA but this op runs on the CPU (the CUDA path is built with "
+            "KVTUNE_CUDA=ON; move the tensors to the CPU otherwise)");
+  const auto dtype = queries.scalar_type();
+  KVT_CHECK(dtype == torch::kFloat32 || dtype == torch::kFloat64,
+            "queries must be float32 or float64, got ", dtype);
+  KVT_CHECK(!banks.empty(), "kNN attention needs at least one bank");
+  KVT_CHECK(options.k > 0, "k must be positive, got ", options.k);
+  KVT_CHECK(options.scale >= 0 && std::isfinite(options.scale),
+            "scale must be finite and >= 0 (0 means sqrt(d_k)), got ", options.scale);
+  const int64_t dk = queries.size(-1);
+  const int64_t dv = banks[0].values.defined() ? banks[0].values.size(-1) : -1;
+  for (size_t b = 0; b < banks.size(); ++b) {
+    const auto& bank = banks[b];
+    const std::string name = bank.name.empty() ? "bank " + std::to_string(b) : "bank '" + bank.name + "'";
+    KVT_CHECK(bank.keys.defined() && bank.values.defined(), name, " has no keys or values");
+    KVT_CHECK(bank.keys.dim() == 2 && bank.values.dim() == 2, name,
+              ": keys and values must be 2-D [N, d]");
+    KVT_CHECK(bank.keys.size(0) == bank.values.size(0), name, " has ", bank.keys.size(0),
+              " keys but ", bank.values.size(0), " values");
+    KVT_CHECK(bank.keys.size(0) > 0, name, " is empty");
+    KVT_CHECK(bank.keys.size(1) == dk, name, " has key dim ", bank.keys.size(1),
+              " but the queries have d_k = ", dk);
+    KVT_CHECK(bank.values.size(1) == dv, name, " has value dim ", bank.values.size(1),
+              " but bank 0 has ", dv, ": all banks of a layer share d_v");
+    KVT_CHECK(bank.keys.scalar_type() == dtype && bank.values.scalar_type() == dtype, name,
+              " is ", bank.keys.scalar_type(), " but the queries are ", dtype,
+              " (convert one side)");
+    KVT_CHECK(!bank.keys.is_cuda() && !bank.values.is_cuda(), name,
+              " is on CUDA but this op runs on the CPU");
+    KVT_CHECK(bank.keys.is_contiguous() && bank.values.is_contiguous(), name,
+              ": keys and values must be contiguous");
+    if (bank.index != nullptr) {
+      KVT_CHECK(bank.index->dim() == dk && bank.index->size() == bank.size(), name,
+                ": its index has ", bank.index->size(), " vectors of dim ", bank.index->dim(),
+                " but the bank has ", bank.size(), " of dim ", dk, " (rebuild the index)");
+    }
+  }
+}
+
+KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector<BankView>& banks,
+                                 const KnnAttentionOptions& options) {
+  check_attention_inputs(queries, banks, options);
+  const auto estimator = make_estimator(options.estimator);
+  KnnAttentionOptions resolved = options;
+  if (resolved.scale == 0.0) resolved.scale = std::sqrt(static_cast<double>(queries.size(-1)));
+
+  const auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
+  const auto flat = queries.reshape({-1, queries.size(-1)});
+  const auto q_unit = torch::nn::functional::normalize(
+      flat, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
+  KnnAttentionResult r = estimator->forward(q_unit, banks, resolved);
+
+  auto with_last = [&](int64_t last) {
+    auto s = lead;
+    s.push_back(last);
+    return s;
+  };
+  r.output = r.output.reshape(with_last(r.output.size(-1)));
+  r.ids = r.ids.reshape(with_last(r.ids.size(-1)));
+  r.scores = r.scores.reshape(with_last(r.scores.size(-1)));
+  return r;
+}
+
+}  // namespace kvtune

@@ -1,0 +1,41 @@
+// The kNN attention op: queries over a set of banks -> outputs, with scores scale * cos(q, k)
+// and an estimator of the softmax chosen by name.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "attention/bank_view.h"
+
+namespace kvtune {
+
+struct KnnAttentionOptions {
+  // "topk": softmax over the merged top-k of all banks (the seed module).
+  // "dense": softmax over every key of every bank (the reference; small banks and tests).
+  std::string estimator = "topk";
+  int64_t k = 32;
+  double scale = 0.0;  // 0 means sqrt(d_k), as in the seed module
+};
+
+struct KnnAttentionResult {
+  torch::Tensor output;  // [..., dv]
+  torch::Tensor ids;     // [..., k] global ids: bank b's row i is offset(b) + i, banks in order
+  torch::Tensor scores;  // [..., k] scale * cos(q, k_id), best first; -inf where id is -1
+};
+
+// queries [..., dk] (normalized inside: cosine scores, autograd through the normalization).
+// Differentiable in queries and in every bank tensor that requires grad; key and value
+// gradients of "topk" are sparse COO tensors holding only the retrieved rows.
+KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector<BankView>& banks,
+                                 const KnnAttentionOptions& options);
+
+// Checks the banks and queries agree (dims, dtypes, devices, contiguity); names the bank.
+void check_attention_inputs(const torch::Tensor& queries, const std::vector<BankView>& banks,
+                            const KnnAttentionOptions& options);
+
+// Global id of row 0 of each bank: {0, N0, N0+N1, ...}.
+std::vector<int64_t> bank_offsets(const std::vector<BankView>& banks);
+
+}  // namespace kvtune

@@ -1,0 +1,121 @@
+// kvtune bank create | inspect | query
+#include <filesystem>
+#include <iostream>
+
+#include "bank/bank_io.h"
+#include "bank/bank_query.h"
+#include "bank/bank_stats.h"
+#include "bank/indexed_bank.h"
+#include "bank/tensor_file.h"
+#include "cli/commands.h"
+#include "common/check.h"
+
+namespace kvtune::cli {
+namespace {
+
+struct CreateArgs {
+  int64_t n = 0, key_dim = 0, value_dim = 0;
+  uint64_t seed = 0;
+  std::string out, index = "Flat", name;
+  bool trainable = false;
+  double value_std = 0.02;
+};
+
+struct QueryArgs {
+  std::vector<std::string> banks;
+  std::string queries, out, estimator = "topk";
+  int64_t k = 32;
+  int nprobe = 0, ef_search = 0;
+  double scale = 0;
+};
+
+void add_create(CLI::App& bank) {
+  auto a = std::make_shared<CreateArgs>();
+  auto* c = bank.add_subcommand("create", "Create a bank of random unit keys and small values");
+  c->add_option("--n", a->n, "Number of slots")->required()->check(CLI::PositiveNumber);
+  c->add_option("--key-dim", a->key_dim, "Key dimension")->required()->check(CLI::PositiveNumber);
+  c->add_option("--value-dim", a->value_dim, "Value dimension")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--out", a->out, "Output bank file (.h5); the index goes beside it (.faiss)")
+      ->required();
+  c->add_option("--seed", a->seed, "Random seed");
+  c->add_option("--index", a->index, "faiss factory string (Flat, IVF256,Flat, HNSW32, ...)");
+  c->add_option("--name", a->name, "Bank name (default: file stem)");
+  c->add_option("--value-std", a->value_std, "Standard deviation of the random values")
+      ->check(CLI::NonNegativeNumber);
+  c->add_flag("--trainable", a->trainable, "Mark the bank trainable");
+  c->callback([a] {
+    const std::string name =
+        a->name.empty() ? std::filesystem::path(a->out).stem().string() : a->name;
+    IndexConfig config;
+    config.factory = a->index;
+    IndexedBank bank(
+        make_random_bank(name, a->n, a->key_dim, a->value_dim, a->seed, a->trainable, a->value_std),
+        config);
+    bank.mutable_bank().meta.provenance =
+        "{\"created_by\": \"kvtune bank create\", \"seed\": " + std::to_string(a->seed) + "}";
+    bank.save(a->out);
+    std::cout << "wrote " << a->out << " (" << a->n << " slots) and " << index_path_for(a->out)
+              << " (" << a->index << ")\n";
+  });
+}
+
+void add_inspect(CLI::App& bank) {
+  auto path = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  auto* c = bank.add_subcommand("inspect", "Size, dims, key norms, value and usage statistics");
+  c->add_option("file", *path, "Bank file")->required();
+  c->add_flag("--json", *json, "Print JSON");
+  c->callback([path, json] {
+    const auto stats = compute_bank_stats(read_bank(*path));
+    if (*json) {
+      std::cout << to_json(stats).dump(2) << "\n";
+    } else {
+      std::cout << to_text(stats);
+    }
+  });
+}
+
+void add_query(CLI::App& bank) {
+  auto a = std::make_shared<QueryArgs>();
+  auto* c = bank.add_subcommand(
+      "query", "Retrieve from banks: reads /queries [M, d_k], writes /ids, /scores, /outputs");
+  c->add_option("banks", a->banks, "Bank files, searched together in this order")->required();
+  c->add_option("--queries", a->queries, "HDF5 file with dataset /queries [M, d_k]")->required();
+  c->add_option("--out", a->out, "Output HDF5 file")->required();
+  c->add_option("--k", a->k, "Neighbours per query")->check(CLI::PositiveNumber);
+  c->add_option("--estimator", a->estimator, "topk | dense");
+  c->add_option("--nprobe", a->nprobe, "IVF lists to visit")->check(CLI::NonNegativeNumber);
+  c->add_option("--ef-search", a->ef_search, "HNSW search breadth")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--scale", a->scale, "Score scale (default: the banks' own)")
+      ->check(CLI::NonNegativeNumber);
+  c->callback([a] {
+    IndexConfig params;
+    params.nprobe = a->nprobe;
+    params.ef_search = a->ef_search;
+    std::vector<std::shared_ptr<IndexedBank>> banks;
+    for (const auto& path : a->banks) banks.push_back(IndexedBank::load(path, params));
+    const auto queries = read_tensor(a->queries, "queries");
+    KnnAttentionOptions options;
+    options.k = a->k;
+    options.estimator = a->estimator;
+    options.scale = a->scale;
+    const auto r = query_banks(banks, queries, options);
+    write_tensors(a->out, {{"ids", r.ids}, {"scores", r.scores}, {"outputs", r.output}});
+    std::cout << "wrote " << a->out << ": " << queries.size(0) << " queries, k = " << a->k << "\n";
+  });
+}
+
+}  // namespace
+
+void add_bank_commands(CLI::App& app) {
+  auto* bank = app.add_subcommand("bank", "Create, inspect and query memory banks");
+  bank->require_subcommand(1);
+  add_create(*bank);
+  add_inspect(*bank);
+  add_query(*bank);
+}
+
+}  // namespace kvtune::cli

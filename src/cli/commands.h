@@ -1,0 +1,10 @@
+// Subcommands of the kvtune program: each parses options and calls the library.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace kvtune::cli {
+
+void add_bank_commands(CLI::App& app);
+
+}  // namespace kvtune::cli

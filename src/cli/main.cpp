@@ -1,0 +1,31 @@
+// kvtune: fine-tune models through kNN attention over key/value memory banks.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "common/check.h"
+#include "common/threads.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvtune: fine-tune models through kNN attention over key/value memory banks"};
+  app.set_version_flag("--version", std::string("kvtune ") + KVTUNE_VERSION);
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads for libtorch and faiss (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.require_subcommand(1);
+  app.parse_complete_callback([&] { kvtune::set_num_threads(threads); });
+  kvtune::cli::add_bank_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const kvtune::Error& e) {
+    std::cerr << "kvtune: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "kvtune: internal error: " << e.what() << "\n";
+    return 3;
+  }
+  return 0;
+}

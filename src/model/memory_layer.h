@@ -1,0 +1,50 @@
+// The memory layer (the seed KNNAttention module made whole): input [..., d_model] ->
+// multi-head query projection -> normalize -> kNN attention over any number of banks ->
+// heads concatenated -> output projection.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "attention/knn_attention.h"
+#include "bank/indexed_bank.h"
+
+namespace kvtune {
+
+struct MemoryLayerOptions {
+  int64_t d_model = 0;
+  int64_t heads = 4;
+  int64_t key_dim = 64;
+  int64_t value_dim = 64;
+  KnnAttentionOptions attention;
+  bool track_usage = false;  // count retrievals into each bank's usage
+};
+
+class MemoryLayerImpl : public torch::nn::Module {
+ public:
+  explicit MemoryLayerImpl(MemoryLayerOptions options);
+
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // Banks are searched together; their global ids follow the attach order.
+  void attach(std::shared_ptr<IndexedBank> bank);
+  void detach_all() { banks_.clear(); }
+  const std::vector<std::shared_ptr<IndexedBank>>& banks() const { return banks_; }
+
+  // The retrieval of the last forward: ids [..., heads, k] (global, see knn_attention.h).
+  const torch::Tensor& last_ids() const { return last_ids_; }
+  const MemoryLayerOptions& options() const { return options_; }
+
+  torch::nn::Linear query{nullptr};   // d_model -> heads * key_dim (no bias, as the seed)
+  torch::nn::Linear output{nullptr};  // heads * value_dim -> d_model
+
+ private:
+  MemoryLayerOptions options_;
+  std::vector<std::shared_ptr<IndexedBank>> banks_;
+  torch::Tensor last_ids_;
+};
+TORCH_MODULE(MemoryLayer);
+
+}  // namespace kvtune
