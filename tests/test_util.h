@@ -3,10 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <iostream>
 #include <filesystem>
+#include <iostream>
 #include <random>
 #include <string>
 
@@ -34,9 +35,11 @@ inline double rel_error(const torch::Tensor& a, const torch::Tensor& b) {
 
 // A fresh seed per run unless KVTUNE_TEST_SEED is set; always printed so a failure reproduces.
 inline uint64_t fresh_seed() {
-  static uint64_t base = []() -> uint64_t {
-    if (const char* s = std::getenv("KVTUNE_TEST_SEED")) return std::stoull(s);
-    return std::random_device{}();
+  static uint64_t base = [] {
+    if (const char* s = std::getenv("KVTUNE_TEST_SEED")) {
+      return static_cast<uint64_t>(std::stoull(s));
+    }
+    return static_cast<uint64_t>(std::random_device{}());
   }();
   static uint64_t counter = 0;
   uint64_t seed = base + 7919 * counter++;

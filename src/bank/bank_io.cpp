@@ -1,0 +1,250 @@
+// Bank <-> HDF5. Layout, versioning and validation rules: docs/bank-format.md.
+#include "bank/bank_io.h"
+
+#include <H5Cpp.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+
+#include "bank/impl/hdf5_util.h"
+#include "common/atomic_file.h"
+#include "common/check.h"
+
+namespace kvtune {
+
+namespace {
+
+using detail::describe_type;
+using detail::shape_string;
+
+void check_scalar_attr(const H5::Attribute& a, const std::string& path, const char* name) {
+  KVT_CHECK(a.getSpace().getSimpleExtentNpoints() == 1, path, ": attribute ", name,
+            " holds several values, expected a single one");
+}
+
+// Any integer type (h5py writes int64 for Python ints), or a one-byte enum (h5py's bool).
+std::optional<int64_t> read_int_attr(const H5::H5File& f, const std::string& path,
+                                     const char* name) {
+  if (!f.attrExists(name)) return std::nullopt;
+  const H5::Attribute a = f.openAttribute(name);
+  check_scalar_attr(a, path, name);
+  const H5::DataType type = a.getDataType();
+  if (type.getClass() == H5T_ENUM && type.getSize() == 1) {
+    int8_t v = 0;
+    a.read(type, &v);  // one byte: byte order does not matter
+    return v;
+  }
+  KVT_CHECK(type.getClass() == H5T_INTEGER, path, ": attribute ", name, " is ", describe_type(type),
+            ", expected an integer");
+  int64_t v = 0;
+  a.read(H5::PredType::NATIVE_INT64, &v);
+  return v;
+}
+
+std::optional<double> read_float_attr(const H5::H5File& f, const std::string& path,
+                                      const char* name) {
+  if (!f.attrExists(name)) return std::nullopt;
+  const H5::Attribute a = f.openAttribute(name);
+  check_scalar_attr(a, path, name);
+  const H5::DataType type = a.getDataType();
+  KVT_CHECK(type.getClass() == H5T_FLOAT || type.getClass() == H5T_INTEGER, path, ": attribute ",
+            name, " is ", describe_type(type), ", expected a number (float64)");
+  double v = 0.0;
+  a.read(H5::PredType::NATIVE_DOUBLE, &v);
+  return v;
+}
+
+// Fixed- or variable-length strings alike.
+std::optional<std::string> read_string_attr(const H5::H5File& f, const std::string& path,
+                                            const char* name) {
+  if (!f.attrExists(name)) return std::nullopt;
+  const H5::Attribute a = f.openAttribute(name);
+  check_scalar_attr(a, path, name);
+  KVT_CHECK(a.getTypeClass() == H5T_STRING, path, ": attribute ", name, " is ",
+            describe_type(a.getDataType()), ", expected a string");
+  std::string s;
+  a.read(a.getStrType(), s);
+  return s;
+}
+
+int64_t require_int_attr(const H5::H5File& f, const std::string& path, const char* name) {
+  const auto v = read_int_attr(f, path, name);
+  KVT_CHECK(v.has_value(), path, ": required attribute ", name,
+            " is missing from the root group: not a kvtune bank, or written without following "
+            "docs/bank-format.md");
+  return *v;
+}
+
+// Opens a dataset after checking it exists, is a dataset and has the one accepted dtype.
+// No conversion on read: narrowing float64 or widening int32 would hide a writer's mistake and
+// break bit-exact round trips.
+H5::DataSet open_dataset(const H5::H5File& f, const std::string& path, const char* name,
+                         torch::ScalarType want, const char* want_name, const char* fix) {
+  KVT_CHECK(f.nameExists(name), path, ": dataset /", name,
+            " is missing: a bank needs /keys, /values, /slot_ids and /usage "
+            "(see docs/bank-format.md)");
+  KVT_CHECK(f.childObjType(name) == H5O_TYPE_DATASET, path, ": /", name,
+            " is not a dataset (a group or named type?): store the array itself under /", name);
+  H5::DataSet ds = f.openDataSet(name);
+  const H5::DataType type = ds.getDataType();
+  KVT_CHECK(detail::torch_dtype_of(type) == want, path, ": /", name, " is stored as ",
+            describe_type(type), ", expected ", want_name, ": ", fix);
+  return ds;
+}
+
+void check_shape(const std::vector<int64_t>& shape, const std::vector<int64_t>& want,
+                 const std::string& path, const char* name, const char* layout) {
+  KVT_CHECK(shape == want, path, ": /", name, " has shape ", shape_string(shape), ", expected ",
+            shape_string(want), " (", layout, ")");
+}
+
+// The N mismatch gets its own message when the rank is right; check_shape covers the rest.
+void check_rows(const std::vector<int64_t>& shape, size_t rank, int64_t n, const std::string& path,
+                const char* name) {
+  KVT_CHECK(shape.size() != rank || shape[0] == n, path, ": /", name, " has ", shape[0],
+            " rows but /keys has ", n, ": every dataset needs exactly one row per slot");
+}
+
+void write_scalar_attr(H5::H5File& f, const char* name, const H5::PredType& file_type,
+                       const H5::PredType& mem_type, const void* value) {
+  H5::Attribute a = f.createAttribute(name, file_type, H5::DataSpace(H5S_SCALAR));
+  a.write(mem_type, value);
+}
+
+// Variable-length UTF-8: h5py reads it back as str.
+void write_string_attr(H5::H5File& f, const char* name, const std::string& value) {
+  H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
+  type.setCset(H5T_CSET_UTF8);
+  H5::Attribute a = f.createAttribute(name, type, H5::DataSpace(H5S_SCALAR));
+  a.write(type, value);
+}
+
+Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
+  // The version first: a newer layout may differ in everything below.
+  const int64_t version = require_int_attr(f, path, "format_version");
+  KVT_CHECK(version <= kBankFormatVersion, path, ": format_version ", version,
+            " was written by a newer kvtune (this build reads versions up to ", kBankFormatVersion,
+            "): upgrade kvtune to read it");
+  KVT_CHECK(version >= 1, path, ": format_version ", version, " is invalid (versions start at 1)");
+  const int64_t key_dim = require_int_attr(f, path, "key_dim");
+  const int64_t value_dim = require_int_attr(f, path, "value_dim");
+  KVT_CHECK(key_dim >= 1 && value_dim >= 1, path, ": attributes key_dim ", key_dim,
+            " and value_dim ", value_dim, " must both be >= 1");
+
+  const char* to_f32 = "convert it with astype('float32') before writing";
+  const char* to_i64 = "convert it with astype('int64') before writing";
+  H5::DataSet keys = open_dataset(f, path, "keys", torch::kFloat32, "float32", to_f32);
+  H5::DataSet values = open_dataset(f, path, "values", torch::kFloat32, "float32", to_f32);
+  H5::DataSet slot_ids = open_dataset(f, path, "slot_ids", torch::kInt64, "int64", to_i64);
+  H5::DataSet usage = open_dataset(f, path, "usage", torch::kInt64, "int64", to_i64);
+
+  const std::vector<int64_t> key_shape = detail::dataset_shape(keys);
+  KVT_CHECK(key_shape.size() == 2, path, ": /keys has shape ", shape_string(key_shape),
+            ", expected rank 2 [N, key_dim]");
+  KVT_CHECK(key_shape[1] == key_dim, path, ": /keys has ", key_shape[1],
+            " columns but attribute key_dim is ", key_dim,
+            ": the attribute must equal the keys' width");
+  const int64_t n = key_shape[0];
+  const std::vector<int64_t> value_shape = detail::dataset_shape(values);
+  const std::vector<int64_t> id_shape = detail::dataset_shape(slot_ids);
+  const std::vector<int64_t> usage_shape = detail::dataset_shape(usage);
+  check_rows(value_shape, 2, n, path, "values");
+  check_rows(id_shape, 1, n, path, "slot_ids");
+  check_rows(usage_shape, 1, n, path, "usage");
+  KVT_CHECK(value_shape.size() != 2 || value_shape[1] == value_dim, path, ": /values has ",
+            value_shape[1], " columns but attribute value_dim is ", value_dim,
+            ": the attribute must equal the values' width");
+  check_shape(value_shape, {n, value_dim}, path, "values", "[N, value_dim]");
+  check_shape(id_shape, {n}, path, "slot_ids", "[N]");
+  check_shape(usage_shape, {n}, path, "usage", "[N]");
+
+  Bank bank;
+  bank.keys = detail::read_dataset(keys, torch::kFloat32, {n, key_dim});
+  bank.values = detail::read_dataset(values, torch::kFloat32, {n, value_dim});
+  bank.slot_ids = detail::read_dataset(slot_ids, torch::kInt64, {n});
+  bank.usage = detail::read_dataset(usage, torch::kInt64, {n});
+
+  BankMeta& m = bank.meta;
+  m.format_version = static_cast<int>(version);
+  m.key_dim = key_dim;
+  m.value_dim = value_dim;
+  m.name = read_string_attr(f, path, "name").value_or(std::filesystem::path(path).stem().string());
+  const int64_t trainable = read_int_attr(f, path, "trainable").value_or(0);
+  KVT_CHECK(trainable == 0 || trainable == 1, path, ": attribute trainable is ", trainable,
+            ", expected 0 or 1");
+  m.trainable = trainable == 1;
+  m.score_scale = read_float_attr(f, path, "score_scale").value_or(0.0);
+  m.provenance = read_string_attr(f, path, "provenance").value_or("");
+  m.index_factory = read_string_attr(f, path, "index_factory").value_or("");
+  return bank;
+}
+
+}  // namespace
+
+Bank read_bank(const std::string& path) {
+  H5::Exception::dontPrint();
+  const H5::H5File file = detail::open_hdf5_read(path, "bank");
+  Bank bank;
+  try {
+    bank = read_bank_contents(file, path);
+  } catch (const H5::Exception& e) {
+    KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e),
+              "): the file may be damaged; write it again or restore a copy");
+  }
+  // Non-unit keys are refused, never normalized here: that would change the scores the bank was
+  // trained with.
+  validate_bank(bank, path);
+  return bank;
+}
+
+void write_bank(const std::string& path, const Bank& bank) {
+  const BankMeta& m = bank.meta;
+  const std::string where = "cannot write bank '" + m.name + "' to " + path;
+  validate_bank(bank, where);
+  const auto check_no_nul = [&](const char* name, const std::string& s) {
+    KVT_CHECK(s.find('\0') == std::string::npos, where, ": meta ", name,
+              " contains a NUL character, which HDF5 strings cannot hold: remove it");
+  };
+  check_no_nul("name", m.name);
+  check_no_nul("provenance", m.provenance);
+  check_no_nul("index_factory", m.index_factory);
+  torch::NoGradGuard no_grad;
+  const auto host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous(); };
+
+  H5::Exception::dontPrint();
+  AtomicOutput out(path);
+  try {
+    H5::H5File f(out.temp_path(), H5F_ACC_TRUNC);
+    // Always the current layout, whatever version the bank was read from.
+    const int32_t version = kBankFormatVersion;
+    const int8_t trainable = m.trainable ? 1 : 0;
+    write_scalar_attr(f, "format_version", H5::PredType::STD_I32LE, H5::PredType::NATIVE_INT32,
+                      &version);
+    write_string_attr(f, "name", m.name);
+    write_scalar_attr(f, "trainable", H5::PredType::STD_I8LE, H5::PredType::NATIVE_INT8,
+                      &trainable);
+    write_scalar_attr(f, "key_dim", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
+                      &m.key_dim);
+    write_scalar_attr(f, "value_dim", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
+                      &m.value_dim);
+    write_scalar_attr(f, "score_scale", H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE,
+                      &m.score_scale);
+    write_string_attr(f, "provenance", m.provenance);
+    write_string_attr(f, "index_factory", m.index_factory);
+    write_string_attr(f, "kvtune_version", KVTUNE_VERSION);
+
+    detail::write_dataset(f, "keys", host(bank.keys));
+    detail::write_dataset(f, "values", host(bank.values));
+    detail::write_dataset(f, "slot_ids", host(bank.slot_ids));
+    detail::write_dataset(f, "usage", host(bank.usage));
+    f.close();
+  } catch (const H5::Exception& e) {
+    KVT_THROW("cannot write bank ", path, ": HDF5 error writing ", out.temp_path(), " (",
+              detail::hdf5_error_detail(e), "): check the folder is writable and has space");
+  }
+  detail::sync_file(out.temp_path());
+  out.commit();
+}
+
+}  // namespace kvtune

@@ -1,0 +1,49 @@
+// HDF5 helpers shared by bank_io.cpp and tensor_file.cpp: opening with clear errors, dtype and
+// shape checks, tensor <-> dataset copies. Not part of the public interface.
+#pragma once
+
+#include <H5Cpp.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace kvtune::detail {
+
+// Throws kvtune::Error unless `path` is an existing regular file with an HDF5 signature.
+// `kind` ("bank", "tensor file") goes into the message.
+void check_hdf5_file(const std::string& path, const std::string& kind);
+
+// Opens read-only; a damaged or truncated file becomes a kvtune::Error naming the file.
+H5::H5File open_hdf5_read(const std::string& path, const std::string& kind);
+
+// The most specific message on HDF5's error stack (e.g. "truncated file: eof = ..."), falling
+// back to the exception's own text. Call it inside the catch, before any other HDF5 call.
+std::string hdf5_error_detail(const H5::Exception& e);
+
+// "float32", "float64", "int64", ...: torch dtypes named as numpy and HDF5 users know them.
+std::string dtype_name(torch::ScalarType t);
+
+// "float32", "float64", "int32", "uint64", "string", ...: for messages.
+std::string describe_type(const H5::DataType& type);
+
+// The dtype kvtune reads for a stored type: kFloat32, kFloat64, kInt64, or Undefined when the
+// stored type is anything else (int32, uint64, strings, compounds...).
+torch::ScalarType torch_dtype_of(const H5::DataType& type);
+
+std::vector<int64_t> dataset_shape(const H5::DataSet& ds);
+std::string shape_string(const std::vector<int64_t>& shape);
+
+// Reads a whole dataset into a new contiguous CPU tensor of `dtype` (HDF5 converts byte order).
+torch::Tensor read_dataset(const H5::DataSet& ds, torch::ScalarType dtype,
+                           const std::vector<int64_t>& shape);
+
+// Creates dataset `name` in `file` and writes `t` (contiguous CPU float32/float64/int64).
+void write_dataset(H5::H5File& file, const std::string& name, const torch::Tensor& t);
+
+// fsync: the renamed file must be on disk before it replaces the old one.
+void sync_file(const std::string& path);
+
+}  // namespace kvtune::detail

@@ -1,0 +1,93 @@
+#include "bank/tensor_file.h"
+
+#include <H5Cpp.h>
+
+#include <set>
+
+#include "bank/impl/hdf5_util.h"
+#include "common/atomic_file.h"
+#include "common/check.h"
+
+namespace kvtune {
+
+namespace {
+
+// "/queries" and "queries" name the same dataset.
+std::string strip_root(const std::string& name) {
+  return !name.empty() && name[0] == '/' ? name.substr(1) : name;
+}
+
+bool supported(torch::ScalarType t) {
+  return t == torch::kFloat32 || t == torch::kFloat64 || t == torch::kInt64;
+}
+
+}  // namespace
+
+torch::Tensor read_tensor(const std::string& path, const std::string& name) {
+  const std::string key = strip_root(name);
+  KVT_CHECK(!key.empty(), "tensor file ", path, ": empty dataset name: give one, e.g. /queries");
+  H5::Exception::dontPrint();
+  const H5::H5File f = detail::open_hdf5_read(path, "tensor file");
+  try {
+    // Each level checked: HDF5 reports a missing parent group as an error, not as "absent".
+    for (size_t slash = key.find('/');; slash = key.find('/', slash + 1)) {
+      const std::string prefix = key.substr(0, slash);
+      KVT_CHECK(f.nameExists(prefix), path, ": dataset /", key, " is missing (no /", prefix,
+                "): check the name, e.g. with h5ls ", path);
+      if (slash == std::string::npos) break;
+    }
+    KVT_CHECK(f.childObjType(key) == H5O_TYPE_DATASET, path, ": /", key,
+              " is not a dataset (a group?): give the name of an array");
+    const H5::DataSet ds = f.openDataSet(key);
+    const H5::DataType type = ds.getDataType();
+    const torch::ScalarType dtype = detail::torch_dtype_of(type);
+    KVT_CHECK(dtype != torch::ScalarType::Undefined, path, ": dataset /", key, " is stored as ",
+              detail::describe_type(type),
+              ", expected float32, float64 or int64: convert it before writing");
+    const std::vector<int64_t> shape = detail::dataset_shape(ds);
+    KVT_CHECK(shape.size() == 1 || shape.size() == 2, path, ": dataset /", key, " has shape ",
+              detail::shape_string(shape), ", expected rank 1 or 2");
+    return detail::read_dataset(ds, dtype, shape);
+  } catch (const H5::Exception& e) {
+    KVT_THROW(path, ": HDF5 error reading dataset /", key, " (", detail::hdf5_error_detail(e),
+              "): the file may be damaged");
+  }
+}
+
+void write_tensors(const std::string& path,
+                   const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  // Everything is checked before the file is created: a bad argument leaves no partial file.
+  std::set<std::string> seen;
+  for (const auto& [name, t] : tensors) {
+    const std::string key = strip_root(name);
+    KVT_CHECK(!key.empty() && key.find('/') == std::string::npos, "cannot write ", path,
+              ": dataset name '", name, "' must be a plain name such as 'queries' (no groups)");
+    KVT_CHECK(seen.insert(key).second, "cannot write ", path, ": dataset /", key,
+              " is given twice: names must be unique");
+    KVT_CHECK(t.defined(), "cannot write ", path, ": tensor for /", key, " is undefined");
+    KVT_CHECK(supported(t.scalar_type()), "cannot write ", path, ": /", key, " has dtype ",
+              detail::dtype_name(t.scalar_type()), ", expected float32, float64 or int64");
+    KVT_CHECK(t.dim() == 1 || t.dim() == 2, "cannot write ", path, ": /", key, " has shape ",
+              t.sizes(), ", expected rank 1 or 2");
+  }
+  torch::NoGradGuard no_grad;
+  H5::Exception::dontPrint();
+  AtomicOutput out(path);
+  std::string current;
+  try {
+    H5::H5File f(out.temp_path(), H5F_ACC_TRUNC);
+    for (const auto& [name, t] : tensors) {
+      current = strip_root(name);
+      detail::write_dataset(f, current, t.detach().to(torch::kCPU).contiguous());
+    }
+    f.close();
+  } catch (const H5::Exception& e) {
+    KVT_THROW("cannot write ", path, (current.empty() ? "" : ": dataset /"), current,
+              ": HDF5 error (", detail::hdf5_error_detail(e),
+              "): check the folder is writable and has space");
+  }
+  detail::sync_file(out.temp_path());
+  out.commit();
+}
+
+}  // namespace kvtune
