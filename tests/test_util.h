@@ -3,8 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <random>
 #include <string>
 
@@ -33,12 +36,14 @@ inline double rel_error(const torch::Tensor& a, const torch::Tensor& b) {
 // A fresh seed per run unless KVTUNE_TEST_SEED is set; always printed so a failure reproduces.
 inline uint64_t fresh_seed() {
   static uint64_t base = [] {
-    if (const char* s = std::getenv("KVTUNE_TEST_SEED")) return std::stoull(s);
+    if (const char* s = std::getenv("KVTUNE_TEST_SEED")) {
+      return static_cast<uint64_t>(std::stoull(s));
+    }
     return static_cast<uint64_t>(std::random_device{}());
   }();
   static uint64_t counter = 0;
   uint64_t seed = base + 7919 * counter++;
-  RecordProperty("seed", std::to_string(seed));
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
   std::cout << "[ seed     ] " << seed << " (set KVTUNE_TEST_SEED=" << base << " to reproduce)\n";
   return seed;
 }
