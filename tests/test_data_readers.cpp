@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 
 #include "common/check.h"
 #include "data/dictd_reader.h"
@@ -245,6 +246,32 @@ TEST_F(DataDictdFiles, MissingFilesAreNamed) {
   EXPECT_THAT(error_of([&] { read_dictd(index_, no_dict); }),
               HasSubstr(no_dict + " does not exist"));
   EXPECT_THAT(error_of([] { read_dictd_named("../etc/passwd"); }), HasSubstr("bare name"));
+}
+
+// Malformed input must give a kvtune::Error or a result, never a crash or another exception.
+TEST_F(DataDictdFiles, RandomCorruptionsThrowErrorOrRead) {
+  std::mt19937_64 rng(test::fresh_seed());
+  write_gzip(dz_, dict_);
+  std::ifstream in(dz_, std::ios::binary);
+  const std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string index = good_index();
+  size_t read = 0, errors = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string bad_index = index, bad_gz = gz;
+    std::string& target = trial % 2 ? bad_index : bad_gz;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) target[rng() % target.size()] = static_cast<char>(rng());
+    write_file(index_, bad_index);
+    write_file(dz_, bad_gz);
+    try {
+      read_dictd(index_, dz_);
+      ++read;
+    } catch (const Error&) {
+      ++errors;
+    }
+  }
+  EXPECT_EQ(read + errors, 300u);
+  EXPECT_GT(errors, 0u);
 }
 
 TEST(DataDictd, DecodesDictdBase64MostSignificantFirst) {
