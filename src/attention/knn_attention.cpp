@@ -35,7 +35,8 @@ void check_attention_inputs(const torch::Tensor& queries, const std::vector<Bank
   const int64_t dv = banks[0].values.defined() ? banks[0].values.size(-1) : -1;
   for (size_t b = 0; b < banks.size(); ++b) {
     const auto& bank = banks[b];
-    const std::string name = bank.name.empty() ? "bank " + std::to_string(b) : "bank '" + bank.name + "'";
+    const std::string name =
+        bank.name.empty() ? "bank " + std::to_string(b) : "bank '" + bank.name + "'";
     KVT_CHECK(bank.keys.defined() && bank.values.defined(), name, " has no keys or values");
     KVT_CHECK(bank.keys.dim() == 2 && bank.values.dim() == 2, name,
               ": keys and values must be 2-D [N, d]");
@@ -46,9 +47,8 @@ void check_attention_inputs(const torch::Tensor& queries, const std::vector<Bank
               " but the queries have d_k = ", dk);
     KVT_CHECK(bank.values.size(1) == dv, name, " has value dim ", bank.values.size(1),
               " but bank 0 has ", dv, ": all banks of a layer share d_v");
-    KVT_CHECK(bank.keys.scalar_type() == dtype && bank.values.scalar_type() == dtype, name,
-              " is ", bank.keys.scalar_type(), " but the queries are ", dtype,
-              " (convert one side)");
+    KVT_CHECK(bank.keys.scalar_type() == dtype && bank.values.scalar_type() == dtype, name, " is ",
+              bank.keys.scalar_type(), " but the queries are ", dtype, " (convert one side)");
     KVT_CHECK(!bank.keys.is_cuda() && !bank.values.is_cuda(), name,
               " is on CUDA but this op runs on the CPU");
     KVT_CHECK(bank.keys.is_contiguous() && bank.values.is_contiguous(), name,

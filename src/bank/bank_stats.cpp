@@ -14,8 +14,8 @@ BankStats compute_bank_stats(const Bank& bank) {
   s.trainable = bank.meta.trainable;
   s.score_scale = bank.effective_scale();
   s.index_factory = bank.meta.index_factory;
-  s.bytes = bank.keys.nbytes() + bank.values.nbytes() + bank.slot_ids.nbytes() +
-            bank.usage.nbytes();
+  s.bytes =
+      bank.keys.nbytes() + bank.values.nbytes() + bank.slot_ids.nbytes() + bank.usage.nbytes();
   if (s.size == 0) return s;
   const auto norms = bank.keys.to(torch::kFloat64).norm(2, 1);
   s.key_norm_min = norms.min().item<double>();
@@ -51,9 +51,7 @@ nlohmann::json to_json(const BankStats& s) {
         {"max", s.value_max},
         {"row_norm_mean", s.value_norm_mean}}},
       {"usage",
-       {{"total", s.usage_total},
-        {"fraction_used", s.usage_fraction_used},
-        {"max", s.usage_max}}},
+       {{"total", s.usage_total}, {"fraction_used", s.usage_fraction_used}, {"max", s.usage_max}}},
   };
 }
 

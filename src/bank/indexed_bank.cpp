@@ -9,8 +9,8 @@ namespace kvtune {
 
 IndexedBank::IndexedBank(Bank bank, IndexConfig config)
     : bank_(std::move(bank)), config_(std::move(config)) {
-  KVT_CHECK(bank_.keys.scalar_type() == torch::kFloat32,
-            "bank '", bank_.meta.name, "': indexed banks hold float32 keys");
+  KVT_CHECK(bank_.keys.scalar_type() == torch::kFloat32, "bank '", bank_.meta.name,
+            "': indexed banks hold float32 keys");
   bank_.keys = bank_.keys.contiguous();
   bank_.meta.index_factory = config_.factory;
   rebuild_index();
@@ -22,13 +22,14 @@ std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const In
   const std::string index_path = index_path_for(path);
   if (!std::filesystem::exists(index_path)) {
     IndexConfig built = config;
-    if (!bank.meta.index_factory.empty() && config.is_flat()) built.factory = bank.meta.index_factory;
+    if (!bank.meta.index_factory.empty() && config.is_flat())
+      built.factory = bank.meta.index_factory;
     return std::make_shared<IndexedBank>(std::move(bank), built);
   }
   // Keys must stay where the index (Flat) points: construct first, then swap in the index.
-  auto result = std::make_shared<IndexedBank>(std::move(bank), IndexConfig{});
   IndexConfig params = config;
-  if (!result->bank_.meta.index_factory.empty()) params.factory = result->bank_.meta.index_factory;
+  if (!bank.meta.index_factory.empty()) params.factory = bank.meta.index_factory;
+  auto result = std::make_shared<IndexedBank>(std::move(bank), IndexConfig{});
   result->index_ = std::make_unique<KeyIndex>(
       KeyIndex::load(index_path, result->bank_.keys.data_ptr<float>(), result->bank_.size(),
                      result->bank_.keys.size(1), params));

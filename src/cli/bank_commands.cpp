@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "attention/estimator.h"
 #include "bank/bank_io.h"
 #include "bank/bank_query.h"
 #include "bank/bank_stats.h"
@@ -87,11 +88,11 @@ void add_query(CLI::App& bank) {
   c->add_option("--k", a->k, "Neighbours per query")->check(CLI::PositiveNumber);
   c->add_option("--estimator", a->estimator, "topk | dense");
   c->add_option("--nprobe", a->nprobe, "IVF lists to visit")->check(CLI::NonNegativeNumber);
-  c->add_option("--ef-search", a->ef_search, "HNSW search breadth")
-      ->check(CLI::NonNegativeNumber);
+  c->add_option("--ef-search", a->ef_search, "HNSW search breadth")->check(CLI::NonNegativeNumber);
   c->add_option("--scale", a->scale, "Score scale (default: the banks' own)")
       ->check(CLI::NonNegativeNumber);
   c->callback([a] {
+    make_estimator(a->estimator);  // an unknown name fails before any file is read
     IndexConfig params;
     params.nprobe = a->nprobe;
     params.ef_search = a->ef_search;

@@ -16,7 +16,8 @@ std::string atomic_temp_path(const std::string& path) {
   return path + ".tmp." + std::to_string(::getpid());
 }
 
-AtomicOutput::AtomicOutput(std::string path) : path_(std::move(path)), temp_(atomic_temp_path(path_)) {
+AtomicOutput::AtomicOutput(std::string path)
+    : path_(std::move(path)), temp_(atomic_temp_path(path_)) {
   namespace fs = std::filesystem;
   const fs::path parent = fs::path(path_).parent_path();
   KVT_CHECK(parent.empty() || fs::is_directory(parent), "cannot write ", path_, ": folder ",

@@ -81,7 +81,8 @@ void KeyIndex::build(const float* keys, int64_t n) {
     if (auto* ivf = faiss::ivflib::try_extract_index_ivf(index.get())) nlist = ivf->nlist;
     KVT_CHECK(nlist == 0 || n >= nlist, what, ": an IVF index with ", nlist,
               " lists needs at least that many keys; use \"Flat\" or fewer lists");
-    int64_t want = config_.train_size > 0 ? config_.train_size : std::max<int64_t>(64 * nlist, 10000);
+    int64_t want =
+        config_.train_size > 0 ? config_.train_size : std::max<int64_t>(64 * nlist, 10000);
     want = std::min(want, n);
     std::vector<float> sample;
     const float* train = keys;
@@ -170,13 +171,14 @@ void KeyIndex::save(const std::string& path) const {
 KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                         IndexConfig search_params) {
   KVT_CHECK(std::filesystem::is_regular_file(path), "index file ", path, " does not exist");
-  std::unique_ptr<faiss::Index> index(faiss_call(
-      "reading index " + path + " (not a faiss index, or truncated: rebuild it)",
-      [&] { return faiss::read_index(path.c_str()); }));
-  KVT_CHECK(index->d == dim, "index ", path, " has dimension ", index->d, " but the bank's keys have ",
-            dim, ": it belongs to another bank (rebuild it)");
-  KVT_CHECK(index->ntotal == n, "index ", path, " holds ", index->ntotal, " vectors but the bank has ",
-            n, " keys: it is stale or belongs to another bank (rebuild it)");
+  std::unique_ptr<faiss::Index> index(
+      faiss_call("reading index " + path + " (not a faiss index, or truncated: rebuild it)",
+                 [&] { return faiss::read_index(path.c_str()); }));
+  KVT_CHECK(index->d == dim, "index ", path, " has dimension ", index->d,
+            " but the bank's keys have ", dim, ": it belongs to another bank (rebuild it)");
+  KVT_CHECK(index->ntotal == n, "index ", path, " holds ", index->ntotal,
+            " vectors but the bank has ", n,
+            " keys: it is stale or belongs to another bank (rebuild it)");
   KVT_CHECK(index->metric_type == faiss::METRIC_INNER_PRODUCT, "index ", path,
             " does not use the inner-product metric that kvtune's unit keys need (rebuild it)");
   if (dynamic_cast<faiss::IndexFlat*>(index.get()) != nullptr) {

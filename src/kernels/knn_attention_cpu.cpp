@@ -139,16 +139,16 @@ void topk_attention_backward_rows(const T* q, const T* dout, const T* probs, con
   }
 }
 
-#define KVTUNE_INSTANTIATE(T)                                                                  \
-  template void topk_attention_forward<T>(const T*, int64_t, int64_t, int64_t,                 \
-                                          const BankPointers<T>*, int, const int64_t*, int64_t, \
-                                          int64_t, T, int64_t*, T*, T*, T*);                    \
-  template void topk_attention_backward_query<T>(const T*, const T*, const int64_t*, const T*, \
-                                                 int64_t, int64_t, int64_t, int64_t,            \
-                                                 const BankPointers<T>*, int, T, T*, T*);       \
-  template void topk_attention_backward_rows<T>(const T*, const T*, const T*, const T*,        \
-                                                const int64_t*, const int64_t*, int64_t,        \
-                                                int64_t, int64_t, int64_t, T, T*, T*);
+#define KVTUNE_INSTANTIATE(T)                                                                     \
+  template void topk_attention_forward<T>(const T*, int64_t, int64_t, int64_t,                    \
+                                          const BankPointers<T>*, int, const int64_t*, int64_t,   \
+                                          int64_t, T, int64_t*, T*, T*, T*);                      \
+  template void topk_attention_backward_query<T>(const T*, const T*, const int64_t*, const T*,    \
+                                                 int64_t, int64_t, int64_t, int64_t,              \
+                                                 const BankPointers<T>*, int, T, T*, T*);         \
+  template void topk_attention_backward_rows<T>(const T*, const T*, const T*, const T*,           \
+                                                const int64_t*, const int64_t*, int64_t, int64_t, \
+                                                int64_t, int64_t, T, T*, T*);
 KVTUNE_INSTANTIATE(float)
 KVTUNE_INSTANTIATE(double)
 #undef KVTUNE_INSTANTIATE

@@ -42,7 +42,6 @@ void topk_attention_backward_query(const T* dout, const T* out, const int64_t* t
 template <typename T>
 void topk_attention_backward_rows(const T* q, const T* dout, const T* probs, const T* g,
                                   const int64_t* pair_index, const int64_t* segments, int64_t U,
-                                  int64_t k, int64_t dk, int64_t dv, T scale, T* dkeys,
-                                  T* dvalues);
+                                  int64_t k, int64_t dk, int64_t dv, T scale, T* dkeys, T* dvalues);
 
 }  // namespace kvtune::kernels

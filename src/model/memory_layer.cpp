@@ -5,13 +5,13 @@
 namespace kvtune {
 
 MemoryLayerImpl::MemoryLayerImpl(MemoryLayerOptions options) : options_(std::move(options)) {
-  KVT_CHECK(options_.d_model > 0 && options_.heads > 0 && options_.key_dim > 0 &&
-                options_.value_dim > 0,
-            "memory layer: d_model, heads, key_dim and value_dim must be positive");
+  KVT_CHECK(
+      options_.d_model > 0 && options_.heads > 0 && options_.key_dim > 0 && options_.value_dim > 0,
+      "memory layer: d_model, heads, key_dim and value_dim must be positive");
   query = register_module(
-      "query", torch::nn::Linear(torch::nn::LinearOptions(options_.d_model,
-                                                          options_.heads * options_.key_dim)
-                                     .bias(false)));
+      "query", torch::nn::Linear(
+                   torch::nn::LinearOptions(options_.d_model, options_.heads * options_.key_dim)
+                       .bias(false)));
   output = register_module(
       "output", torch::nn::Linear(options_.heads * options_.value_dim, options_.d_model));
 }
@@ -19,8 +19,8 @@ MemoryLayerImpl::MemoryLayerImpl(MemoryLayerOptions options) : options_(std::mov
 void MemoryLayerImpl::attach(std::shared_ptr<IndexedBank> bank) {
   KVT_CHECK(bank != nullptr, "memory layer: cannot attach a null bank");
   const auto& meta = bank->bank().meta;
-  KVT_CHECK(meta.key_dim == options_.key_dim && meta.value_dim == options_.value_dim,
-            "bank '", meta.name, "' has key_dim ", meta.key_dim, " and value_dim ", meta.value_dim,
+  KVT_CHECK(meta.key_dim == options_.key_dim && meta.value_dim == options_.value_dim, "bank '",
+            meta.name, "' has key_dim ", meta.key_dim, " and value_dim ", meta.value_dim,
             " but the memory layer expects ", options_.key_dim, " and ", options_.value_dim,
             ": use a bank made for this model");
   banks_.push_back(std::move(bank));

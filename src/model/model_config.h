@@ -14,15 +14,15 @@ struct MemoryConfig {
   int64_t heads = 4;
   int64_t key_dim = 32;
   int64_t value_dim = 32;
-  int64_t base_bank_size = 4096;   // slots of the frozen base bank made at pretraining
-  bool learned_keys = false;       // pretraining trains base keys too (default: random, frozen)
-  KnnAttentionOptions attention;   // estimator, k, scale (0 = sqrt(key_dim))
-  IndexConfig index;               // base bank index
+  int64_t base_bank_size = 4096;  // slots of the frozen base bank made at pretraining
+  bool learned_keys = false;      // pretraining trains base keys too (default: random, frozen)
+  KnnAttentionOptions attention;  // estimator, k, scale (0 = sqrt(key_dim))
+  IndexConfig index;              // base bank index
 };
 
 struct ModelConfig {
   std::string name = "tiny";
-  int64_t vocab_size = 259;        // byte tokenizer: 256 bytes + pad, bos, eos
+  int64_t vocab_size = 259;  // byte tokenizer: 256 bytes + pad, bos, eos
   int64_t d_model = 128;
   int64_t n_layers = 2;
   int64_t n_heads = 4;

@@ -14,11 +14,11 @@ struct DataConfig {
   // Corpus names: dictd dictionaries by name ("wn", "gcide", "foldoc", "jargon"), the
   // built-in "elements-facts" (statements from dict-elements), or paths to .txt / .jsonl.
   std::vector<std::string> general = {"wn"};
-  std::string domain;               // empty for pretraining
+  std::string domain;  // empty for pretraining
   double held_out_fraction = 0.1;
   uint64_t split_salt = 0;
-  int64_t seq_len = 128;            // tokens per training sequence
-  int64_t max_entries = 0;          // cap per corpus (0 = all); keeps CPU runs short
+  int64_t seq_len = 128;    // tokens per training sequence
+  int64_t max_entries = 0;  // cap per corpus (0 = all); keeps CPU runs short
 };
 
 struct DomainBankConfig {
@@ -34,8 +34,8 @@ struct LoraConfig {
 };
 
 struct OptimConfig {
-  double lr = 1e-3;                 // dense parameters (Adam)
-  double bank_lr = 1e-2;            // bank rows (sparse row-wise Adam)
+  double lr = 1e-3;       // dense parameters (Adam)
+  double bank_lr = 1e-2;  // bank rows (sparse row-wise Adam)
   double weight_decay = 0.0;
   double grad_clip = 1.0;
   int64_t warmup_steps = 20;
@@ -46,21 +46,21 @@ struct TrainConfig {
   int64_t batch_size = 16;
   uint64_t seed = 1;
   int64_t checkpoint_every = 100;
-  int64_t eval_every = 0;           // 0 = only before and after
+  int64_t eval_every = 0;  // 0 = only before and after
   int64_t log_every = 10;
-  int64_t eval_batches = 20;        // held-out batches per evaluation (0 = whole set)
-  int threads = 0;                  // 0 = all cores
-  std::string device = "cpu";       // "cpu" | "cuda"
+  int64_t eval_batches = 20;   // held-out batches per evaluation (0 = whole set)
+  int threads = 0;             // 0 = all cores
+  std::string device = "cpu";  // "cpu" | "cuda"
 };
 
 struct Recipe {
   std::string name;
-  std::string mode = "finetune";    // "pretrain" | "finetune"
-  std::string method = "memory";    // "memory" | "full" | "lora"  (finetune only)
-  std::string base;                 // finetune: the pretrained run folder
-  std::string model = "tiny";       // pretrain: a name in configs/models/ or a YAML path
-  ModelConfig model_config;         // resolved from `model`, then `model_overrides`
-  std::string backward = "exact";   // "exact" | "sampled" (once available) | "dense"
+  std::string mode = "finetune";   // "pretrain" | "finetune"
+  std::string method = "memory";   // "memory" | "full" | "lora"  (finetune only)
+  std::string base;                // finetune: the pretrained run folder
+  std::string model = "tiny";      // pretrain: a name in configs/models/ or a YAML path
+  ModelConfig model_config;        // resolved from `model`, then `model_overrides`
+  std::string backward = "exact";  // "exact" | "sampled" (once available) | "dense"
   DataConfig data;
   DomainBankConfig domain_bank;
   LoraConfig lora;

@@ -31,8 +31,8 @@ class DenseEstimator : public Estimator {
     if (kept < options.k) {
       const int64_t pad = options.k - kept;
       top_scores = torch::cat(
-          {top_scores, torch::full({scores.size(0), pad},
-                                   -std::numeric_limits<double>::infinity(), top_scores.options())},
+          {top_scores, torch::full({scores.size(0), pad}, -std::numeric_limits<double>::infinity(),
+                                   top_scores.options())},
           1);
       top_ids = torch::cat({top_ids, torch::full({scores.size(0), pad}, -1, top_ids.options())}, 1);
     }
@@ -42,6 +42,8 @@ class DenseEstimator : public Estimator {
 
 }  // namespace
 
-std::unique_ptr<Estimator> make_dense_estimator() { return std::make_unique<DenseEstimator>(); }
+std::unique_ptr<Estimator> make_dense_estimator() {
+  return std::make_unique<DenseEstimator>();
+}
 
 }  // namespace kvtune::impl

@@ -23,8 +23,8 @@ std::vector<kernels::BankPointers<T>> bank_pointers(const std::vector<torch::Ten
   std::vector<kernels::BankPointers<T>> ptrs;
   int64_t offset = 0;
   for (size_t b = 0; b + 1 < tensors.size(); b += 2) {
-    ptrs.push_back({tensors[b].data_ptr<T>(), tensors[b + 1].data_ptr<T>(), tensors[b].size(0),
-                    offset});
+    ptrs.push_back(
+        {tensors[b].data_ptr<T>(), tensors[b + 1].data_ptr<T>(), tensors[b].size(0), offset});
     offset += tensors[b].size(0);
   }
   return ptrs;
@@ -34,7 +34,7 @@ std::vector<kernels::BankPointers<T>> bank_pointers(const std::vector<torch::Ten
 torch::Tensor row_gradient(const torch::Tensor& rows, const torch::Tensor& grads,
                            const torch::Tensor& like) {
   return torch::sparse_coo_tensor(rows.unsqueeze(0), grads, like.sizes(),
-                                 grads.options().layout(torch::kSparse))
+                                  grads.options().layout(torch::kSparse))
       ._coalesced_(true);
 }
 
@@ -84,8 +84,8 @@ struct TopkFunction : public torch::autograd::Function<TopkFunction> {
     const int64_t R = q.size(0), dk = q.size(1), dv = out.size(1), k = top_ids.size(1);
 
     variable_list grads(1 + tensors.size() + 1);  // q, bank tensors, args (none)
-    torch::Tensor dout = grad_outputs[0].defined() ? grad_outputs[0].contiguous()
-                                                   : torch::zeros_like(out);
+    torch::Tensor dout =
+        grad_outputs[0].defined() ? grad_outputs[0].contiguous() : torch::zeros_like(out);
     auto dq = torch::empty_like(q);
     auto g = torch::empty({R, k}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "topk_attention_backward", [&] {
@@ -103,8 +103,8 @@ struct TopkFunction : public torch::autograd::Function<TopkFunction> {
         const bool want_keys = grad_mask[2 * b] != 0, want_values = grad_mask[2 * b + 1] != 0;
         const int64_t n = ptrs[b].rows;
         if (want_keys || want_values) {
-          const auto in_bank = torch::nonzero((flat_ids >= offset) & (flat_ids < offset + n))
-                                   .reshape({-1});
+          const auto in_bank =
+              torch::nonzero((flat_ids >= offset) & (flat_ids < offset + n)).reshape({-1});
           const auto local = flat_ids.index_select(0, in_bank) - offset;
           const auto sorted = torch::sort(local, /*stable=*/true, /*dim=*/0, /*descending=*/false);
           const auto& sorted_rows = std::get<0>(sorted);
@@ -120,8 +120,8 @@ struct TopkFunction : public torch::autograd::Function<TopkFunction> {
           auto dvalues = want_values ? torch::empty({U, dv}, q.options()) : torch::Tensor();
           kernels::topk_attention_backward_rows<scalar_t>(
               q.data_ptr<scalar_t>(), dout.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(),
-              g.data_ptr<scalar_t>(), pair_index.data_ptr<int64_t>(),
-              segments.data_ptr<int64_t>(), U, k, dk, dv, static_cast<scalar_t>(scale),
+              g.data_ptr<scalar_t>(), pair_index.data_ptr<int64_t>(), segments.data_ptr<int64_t>(),
+              U, k, dk, dv, static_cast<scalar_t>(scale),
               want_keys ? dkeys.data_ptr<scalar_t>() : nullptr,
               want_values ? dvalues.data_ptr<scalar_t>() : nullptr);
           if (want_keys) grads[1 + 2 * b] = row_gradient(rows, dkeys, tensors[2 * b]);
@@ -154,6 +154,8 @@ class TopkEstimator : public Estimator {
 
 }  // namespace
 
-std::unique_ptr<Estimator> make_topk_estimator() { return std::make_unique<TopkEstimator>(); }
+std::unique_ptr<Estimator> make_topk_estimator() {
+  return std::make_unique<TopkEstimator>();
+}
 
 }  // namespace kvtune::impl

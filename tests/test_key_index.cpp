@@ -1,0 +1,210 @@
+// Search over unit keys: Flat is exact and copy-free, approximate indexes reach their recall at
+// the shipped parameters, indexes save and load through faiss, stale or foreign files are refused.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+
+#include "bank/indexed_bank.h"
+#include "common/check.h"
+#include "common/yaml_reader.h"
+#include "index/key_index.h"
+#include "test_util.h"
+
+namespace kvtune {
+namespace {
+
+using ::testing::HasSubstr;
+
+torch::Tensor unit_rows(int64_t n, int64_t d) {
+  auto x = torch::randn({n, d});
+  return (x / x.norm(2, 1, true)).contiguous();
+}
+
+TEST(IndexFlat, EqualsBruteForceAndSeesKeyUpdatesWithoutRebuild) {
+  torch::manual_seed(test::fresh_seed());
+  const int64_t n = 517, d = 19, nq = 23, k = 9;
+  auto keys = unit_rows(n, d);
+  const auto q = unit_rows(nq, d);
+  KeyIndex index(d, IndexConfig{});
+  index.build(keys.data_ptr<float>(), n);
+  EXPECT_EQ(index.memory_bytes(), 0);
+
+  auto check = [&] {
+    auto scores = torch::empty({nq, k});
+    auto ids = torch::empty({nq, k}, torch::kInt64);
+    index.search(q.data_ptr<float>(), nq, k, scores.data_ptr<float>(), ids.data_ptr<int64_t>());
+    const auto ref = q.matmul(keys.t()).topk(k, 1);
+    EXPECT_TRUE(torch::equal(ids, std::get<1>(ref)));
+    EXPECT_LT(test::rel_error(scores, std::get<0>(ref)), 1e-5);
+  };
+  check();
+  // A trainable bank moves its keys in place: the next search sees them, no rebuild, no copy.
+  keys.copy_(unit_rows(n, d));
+  check();
+}
+
+TEST(IndexFlat, FewerKeysThanKPadsWithMinusOne) {
+  const auto keys = unit_rows(3, 4);
+  KeyIndex index(4, IndexConfig{});
+  index.build(keys.data_ptr<float>(), 3);
+  auto scores = torch::empty({1, 5});
+  auto ids = torch::empty({1, 5}, torch::kInt64);
+  index.search(keys.data_ptr<float>(), 1, 5, scores.data_ptr<float>(), ids.data_ptr<int64_t>());
+  EXPECT_EQ(ids[0][3].item<int64_t>(), -1);
+  EXPECT_TRUE(std::isinf(scores[0][4].item<float>()));
+}
+
+// Recall@k of an index against exact search, on keys with cluster structure like trained banks
+// (and queries near them), and on structureless random keys.
+double recall(const IndexConfig& config, const torch::Tensor& keys, const torch::Tensor& q,
+              int64_t k) {
+  const int64_t n = keys.size(0), d = keys.size(1), nq = q.size(0);
+  KeyIndex exact(d, IndexConfig{});
+  exact.build(keys.data_ptr<float>(), n);
+  KeyIndex approx(d, config);
+  approx.build(keys.data_ptr<float>(), n);
+  auto s = torch::empty({nq, k});
+  auto truth = torch::empty({nq, k}, torch::kInt64);
+  auto got = torch::empty({nq, k}, torch::kInt64);
+  exact.search(q.data_ptr<float>(), nq, k, s.data_ptr<float>(), truth.data_ptr<int64_t>());
+  approx.search(q.data_ptr<float>(), nq, k, s.data_ptr<float>(), got.data_ptr<int64_t>());
+  int64_t hits = 0;
+  for (int64_t i = 0; i < nq; ++i) {
+    std::set<int64_t> t(truth[i].data_ptr<int64_t>(), truth[i].data_ptr<int64_t>() + k);
+    for (int64_t j = 0; j < k; ++j) hits += t.count(got[i][j].item<int64_t>());
+  }
+  return double(hits) / double(nq * k);
+}
+
+torch::Tensor clustered_unit_rows(int64_t n, int64_t d, int64_t clusters, double spread) {
+  const auto centers = unit_rows(clusters, d);
+  const auto which = torch::randint(clusters, {n}, torch::kInt64);
+  auto x = centers.index_select(0, which) + spread * torch::randn({n, d}) / std::sqrt(double(d));
+  return (x / x.norm(2, 1, true)).contiguous();
+}
+
+IndexConfig shipped_config(const std::string& name) {
+  const std::string path = test::source_dir() + "/configs/index/" + name + ".yaml";
+  YamlReader r(load_yaml_file(path), path);
+  IndexConfig c;
+  r.get("factory", c.factory).get("nprobe", c.nprobe).get("ef_search", c.ef_search);
+  r.get("rebuild_interval", c.rebuild_interval).get("train_size", c.train_size);
+  r.finish();
+  return c;
+}
+
+TEST(IndexRecall, ShippedIvfAndHnswReachPointNineAgainstFlat) {
+  torch::manual_seed(test::fresh_seed());
+  const int64_t n = 30000, d = 32, nq = 300, k = 32;
+  const auto clustered = clustered_unit_rows(n, d, 512, 0.8);
+  const auto q_clustered = clustered_unit_rows(nq, d, 512, 0.8);
+  const auto random = unit_rows(n, d);
+  const auto q_random = unit_rows(nq, d);
+  for (const std::string name : {"ivf", "hnsw"}) {
+    const auto config = shipped_config(name);
+    const double rc = recall(config, clustered, q_clustered, k);
+    const double rr = recall(config, random, q_random, k);
+    std::cout << "[ recall   ] " << config.factory << " nprobe=" << config.nprobe
+              << " efSearch=" << config.ef_search << ": clustered " << rc << ", random " << rr
+              << "\n";
+    EXPECT_GE(rc, 0.9) << name;
+    EXPECT_GE(rr, 0.9) << name;
+  }
+}
+
+TEST(IndexFile, SaveLoadRoundTripAndRefusesForeignOrDamagedFiles) {
+  torch::manual_seed(test::fresh_seed());
+  test::TempDir dir;
+  const int64_t n = 2000, d = 16, nq = 10, k = 5;
+  auto keys = unit_rows(n, d);
+  const auto q = unit_rows(nq, d);
+  IndexConfig config;
+  config.factory = "IVF16,Flat";
+  config.nprobe = 4;
+  KeyIndex index(d, config);
+  index.build(keys.data_ptr<float>(), n);
+  const auto path = dir.file("bank.faiss");
+  index.save(path);
+  const auto loaded = KeyIndex::load(path, keys.data_ptr<float>(), n, d, config);
+  auto s1 = torch::empty({nq, k}), s2 = torch::empty({nq, k});
+  auto i1 = torch::empty({nq, k}, torch::kInt64), i2 = torch::empty({nq, k}, torch::kInt64);
+  index.search(q.data_ptr<float>(), nq, k, s1.data_ptr<float>(), i1.data_ptr<int64_t>());
+  loaded.search(q.data_ptr<float>(), nq, k, s2.data_ptr<float>(), i2.data_ptr<int64_t>());
+  EXPECT_TRUE(torch::equal(i1, i2));
+  EXPECT_TRUE(torch::equal(s1, s2));
+
+  auto message = [&](const std::string& p, int64_t n_bank, int64_t d_bank) {
+    try {
+      KeyIndex::load(p, keys.data_ptr<float>(), n_bank, d_bank, config);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(message(path, n - 1, d), HasSubstr("holds 2000 vectors but the bank has 1999"));
+  EXPECT_THAT(message(path, n, d + 1), HasSubstr("belongs to another bank"));
+  EXPECT_THAT(message(dir.file("missing.faiss"), n, d), HasSubstr("does not exist"));
+  // A truncated copy and a text file.
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(dir.file("cut.faiss"), std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  std::ofstream(dir.file("text.faiss")) << "not an index\n";
+  EXPECT_THAT(message(dir.file("cut.faiss"), n, d), HasSubstr("rebuild it"));
+  EXPECT_THAT(message(dir.file("text.faiss"), n, d), HasSubstr("not a faiss index"));
+}
+
+TEST(IndexConfigErrors, ParametersOfTheWrongIndexTypeAreRefused) {
+  const auto keys = unit_rows(300, 8);
+  IndexConfig config;
+  config.factory = "HNSW16";
+  config.nprobe = 4;
+  KeyIndex index(8, config);
+  try {
+    index.build(keys.data_ptr<float>(), 300);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("nprobe is a parameter of IVF indexes"));
+  }
+  config.factory = "IVF512,Flat";
+  config.nprobe = 0;
+  KeyIndex too_small(8, config);
+  try {
+    too_small.build(keys.data_ptr<float>(), 300);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("needs at least that many keys"));
+  }
+  config.factory = "NotAnIndex";
+  KeyIndex bad(8, config);
+  EXPECT_THROW(bad.build(keys.data_ptr<float>(), 300), Error);
+}
+
+TEST(IndexedBankFile, SaveLoadKeepsBankAndIndexAndTrainingRenormalizes) {
+  test::TempDir dir;
+  IndexConfig config;
+  config.factory = "HNSW16";
+  config.ef_search = 32;
+  IndexedBank bank(make_random_bank("b", 500, 12, 6, 7, /*trainable=*/true), config);
+  EXPECT_TRUE(bank.view().keys.requires_grad());
+  const auto path = dir.file("b.h5");
+  bank.save(path);
+  const auto loaded = IndexedBank::load(path, IndexConfig{});
+  EXPECT_EQ(loaded->index_config().factory, "HNSW16");
+  EXPECT_TRUE(torch::equal(loaded->bank().keys, bank.bank().keys));
+  EXPECT_TRUE(loaded->trainable());
+
+  // after_update keeps touched keys unit norm.
+  {
+    torch::NoGradGuard g;
+    bank.mutable_bank().keys.index({torch::indexing::Slice(0, 3)}).mul_(2.0);
+  }
+  bank.after_update(torch::arange(0, 3));
+  const auto norms = bank.bank().keys.norm(2, 1);
+  EXPECT_NEAR(norms.max().item<float>(), 1.0f, 1e-5);
+  EXPECT_NEAR(norms.min().item<float>(), 1.0f, 1e-5);
+}
+
+}  // namespace
+}  // namespace kvtune
