@@ -44,4 +44,4 @@ BENCHMARK_CAPTURE(DictdRead, elements, "elements")->Unit(benchmark::kMillisecond
 
 }  // namespace
 
-BENCHMARK_MAIN();
+
