@@ -6,5 +6,6 @@
 namespace kvtune::cli {
 
 void add_bank_commands(CLI::App& app);
+void add_train_commands(CLI::App& app);
 
 }  // namespace kvtune::cli

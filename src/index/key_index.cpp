@@ -6,6 +6,7 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <faiss/utils/distances.h>
@@ -46,6 +47,29 @@ void mark_missing(int64_t count, float* scores, const int64_t* ids) {
   for (int64_t i = 0; i < count; ++i) {
     if (ids[i] < 0) scores[i] = -std::numeric_limits<float>::infinity();
   }
+}
+
+// Adds keys to an index. For a plain IVF index the lists are assigned first and reserved at
+// their final size: growing them one entry at a time leaves the heap fragmented, which cost
+// ~0.2x the bank in peak memory at N = 2^20 (docs/benchmarks.md).
+void add_reserved(faiss::Index* index, const float* keys, int64_t n) {
+  auto* ivf = dynamic_cast<faiss::IndexIVF*>(index);
+  auto* lists = ivf ? dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists) : nullptr;
+  if (lists == nullptr) {
+    index->add(n, keys);
+    return;
+  }
+  std::vector<faiss::Index::idx_t> assign(static_cast<size_t>(n));
+  ivf->quantizer->assign(n, keys, assign.data());
+  std::vector<size_t> counts(ivf->nlist, 0);
+  for (const auto a : assign) {
+    if (a >= 0) ++counts[static_cast<size_t>(a)];
+  }
+  for (size_t l = 0; l < ivf->nlist; ++l) {
+    lists->codes[l].reserve((lists->list_size(l) + counts[l]) * lists->code_size);
+    lists->ids[l].reserve(lists->list_size(l) + counts[l]);
+  }
+  ivf->add_core(n, keys, nullptr, assign.data());
 }
 
 }  // namespace
@@ -104,7 +128,7 @@ void KeyIndex::build(const float* keys, int64_t n) {
     }
     faiss_call(what, [&] { index->train(want, train); });
   }
-  faiss_call(what, [&] { index->add(n, keys); });
+  faiss_call(what, [&] { add_reserved(index.get(), keys, n); });
   index_ = std::move(index);
   flat_keys_ = nullptr;
   apply_search_params();

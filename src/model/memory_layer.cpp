@@ -35,6 +35,10 @@ torch::Tensor MemoryLayerImpl::forward(const torch::Tensor& x) {
   q_shape.push_back(options_.heads);
   q_shape.push_back(options_.key_dim);
   const auto q = query->forward(x).reshape(q_shape);
+  if (capture_queries_) {
+    const auto d = q.detach();
+    last_queries_ = d / d.norm(2, -1, true).clamp_min(1e-12);
+  }
 
   std::vector<BankView> views;
   views.reserve(banks_.size());

@@ -36,6 +36,10 @@ class MemoryLayerImpl : public torch::nn::Module {
   // The retrieval of the last forward: ids [..., heads, k] (global, see knn_attention.h).
   const torch::Tensor& last_ids() const { return last_ids_; }
   const MemoryLayerOptions& options() const { return options_; }
+  // When on, forward keeps its unit queries [..., heads, key_dim] (detached), e.g. to place a
+  // new domain bank's keys by k-means of the queries it will see.
+  void set_capture_queries(bool on) { capture_queries_ = on; }
+  const torch::Tensor& last_queries() const { return last_queries_; }
 
   torch::nn::Linear query{nullptr};   // d_model -> heads * key_dim (no bias, as the seed)
   torch::nn::Linear output{nullptr};  // heads * value_dim -> d_model
@@ -44,6 +48,8 @@ class MemoryLayerImpl : public torch::nn::Module {
   MemoryLayerOptions options_;
   std::vector<std::shared_ptr<IndexedBank>> banks_;
   torch::Tensor last_ids_;
+  torch::Tensor last_queries_;
+  bool capture_queries_ = false;
 };
 TORCH_MODULE(MemoryLayer);
 

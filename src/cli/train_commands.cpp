@@ -1,0 +1,84 @@
+// kvtune pretrain | finetune RECIPE [--set key=value]... [--out DIR] [--resume]
+#include <filesystem>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "common/check.h"
+#include "train/recipe_io.h"
+#include "train/trainer.h"
+
+namespace kvtune::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunArgs {
+  std::string recipe, out, configs;
+  std::vector<std::string> sets;
+  bool resume = false;
+};
+
+// configs/ beside the recipe's folder (recipes/x.yaml -> configs/), else the source tree's.
+std::string default_configs_dir(const std::string& recipe) {
+  const auto beside = fs::absolute(recipe).parent_path().parent_path() / "configs";
+  if (fs::is_directory(beside)) return beside.string();
+  return std::string(KVTUNE_SOURCE_DIR) + "/configs";
+}
+
+Recipe load(const RunArgs& a) {
+  const std::string configs = a.configs.empty() ? default_configs_dir(a.recipe) : a.configs;
+  Recipe r = load_recipe(a.recipe, a.sets, configs);
+  validate_recipe(r, a.recipe);
+  return r;
+}
+
+std::string out_dir(const RunArgs& a, const Recipe& r) {
+  return a.out.empty() ? (fs::path("runs") / r.name).string() : a.out;
+}
+
+void print_pair(const char* what, const LmMetrics& before, const LmMetrics& after) {
+  std::printf("%-8s token accuracy %6.2f%% -> %6.2f%%  (%+.2f points)   loss %.4f -> %.4f\n", what,
+              100 * before.token_accuracy, 100 * after.token_accuracy,
+              100 * (after.token_accuracy - before.token_accuracy), before.loss, after.loss);
+}
+
+CLI::App* add_run_command(CLI::App& app, const std::string& name, const std::string& help,
+                          std::shared_ptr<RunArgs> a) {
+  auto* c = app.add_subcommand(name, help);
+  c->add_option("recipe", a->recipe, "Recipe YAML file (recipes/*.yaml)")->required();
+  c->add_option("--set", a->sets, "Override a recipe key: --set train.steps=50 (repeatable)");
+  c->add_option("--out", a->out, "Output folder (default: runs/NAME)");
+  c->add_option("--configs", a->configs, "Folder of model and index configs");
+  c->add_flag("--resume", a->resume, "Continue from the output folder's last checkpoint");
+  return c;
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  auto pre = std::make_shared<RunArgs>();
+  add_run_command(app, "pretrain", "Pretrain a base model and its base banks on general text", pre)
+      ->callback([pre] {
+        const Recipe r = load(*pre);
+        const auto dir = out_dir(*pre, r);
+        const auto o = pretrain(r, dir, pre->resume);
+        std::printf("pretrained %s: %lld steps in %.1f s (%.0f tokens/s) -> %s/model\n",
+                    r.name.c_str(), static_cast<long long>(o.steps), o.seconds,
+                    o.tokens_per_second, dir.c_str());
+      });
+  auto fine = std::make_shared<RunArgs>();
+  add_run_command(app, "finetune", "Fine-tune a pretrained base on a domain", fine)
+      ->callback([fine] {
+        const Recipe r = load(*fine);
+        const auto dir = out_dir(*fine, r);
+        const auto o = finetune(r, dir, fine->resume);
+        std::printf("fine-tuned %s (method %s): %lld steps in %.1f s, %lld trainable parameters\n",
+                    r.name.c_str(), r.method.c_str(), static_cast<long long>(o.train.steps),
+                    o.train.seconds, static_cast<long long>(o.train.trainable_parameters));
+        print_pair(("domain (" + r.data.domain + ")").c_str(), o.before.domain, o.after.domain);
+        print_pair("general", o.before.general, o.after.general);
+        std::printf("report: %s/report.json\n", dir.c_str());
+      });
+}
+
+}  // namespace kvtune::cli

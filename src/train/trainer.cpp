@@ -1,0 +1,431 @@
+#include "train/trainer.h"
+
+#include <faiss/Clustering.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/atomic_file.h"
+#include "common/check.h"
+#include "common/threads.h"
+#include "data/split.h"
+#include "model/byte_tokenizer.h"
+#include "model/lora.h"
+#include "model/model_io.h"
+#include "train/corpus.h"
+#include "train/lm_dataset.h"
+#include "train/progress.h"
+#include "train/recipe_io.h"
+#include "train/run_model.h"
+#include "train/sparse_row_adam.h"
+
+namespace kvtune {
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t g_stop_after = 0;
+
+// Each entry becomes one document: bos, "headword: text", eos.
+std::vector<std::vector<int64_t>> tokenize(const std::vector<TextEntry>& entries,
+                                           const Tokenizer& tok) {
+  std::vector<std::vector<int64_t>> docs;
+  docs.reserve(entries.size());
+  for (const auto& e : entries) {
+    const std::string text = e.headword.empty() ? e.text : e.headword + ": " + e.text;
+    docs.push_back(tok.encode(text, /*add_bos=*/true, /*add_eos=*/true));
+  }
+  return docs;
+}
+
+struct SplitData {
+  std::unique_ptr<LmDataset> train, held_out;
+};
+
+SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
+                     const Tokenizer& tok) {
+  std::vector<TextEntry> train, held_out;
+  for (const auto& name : corpora) {
+    const auto split = split_entries(load_corpus(name, data.max_entries), data.held_out_fraction,
+                                     data.split_salt);
+    train.insert(train.end(), split.train.begin(), split.train.end());
+    held_out.insert(held_out.end(), split.held_out.begin(), split.held_out.end());
+  }
+  SplitData s;
+  s.train = std::make_unique<LmDataset>(tokenize(train, tok), data.seq_len);
+  s.held_out = std::make_unique<LmDataset>(tokenize(held_out, tok), data.seq_len);
+  return s;
+}
+
+torch::Tensor lm_loss(TransformerLM& model, const torch::Tensor& batch) {
+  const auto inputs = batch.narrow(1, 0, batch.size(1) - 1);
+  const auto targets = batch.narrow(1, 1, batch.size(1) - 1);
+  const auto logits = model->forward(inputs);
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                              targets.reshape({-1}));
+}
+
+EvalPair evaluate(TransformerLM& model, const LmDataset& domain, const LmDataset* general,
+                  const TrainConfig& t) {
+  model->eval();
+  auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
+  EvalPair e;
+  e.domain = evaluate_lm(fn, domain, t.eval_batches, t.batch_size);
+  if (general != nullptr) e.general = evaluate_lm(fn, *general, t.eval_batches, t.batch_size);
+  model->train();
+  return e;
+}
+
+double lr_at(const OptimConfig& o, int64_t step, int64_t total, double base) {
+  if (step < o.warmup_steps) return base * double(step + 1) / double(o.warmup_steps);
+  const double progress = double(step - o.warmup_steps) / double(std::max<int64_t>(1, total - o.warmup_steps));
+  return base * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress))));
+}
+
+// What one run trains: dense parameters (AdamW) and bank rows (sparse row Adam).
+struct TrainState {
+  TransformerLM model{nullptr};
+  std::vector<torch::Tensor> dense;
+  std::vector<std::shared_ptr<IndexedBank>> banks;  // banks whose tensors train
+  std::vector<torch::Tensor> bank_params;           // keys/values that require grad, in order
+};
+
+class JsonlLog {
+ public:
+  JsonlLog(const std::string& path, bool append)
+      : out_(path, append ? std::ios::app : std::ios::trunc) {
+    KVT_CHECK(out_.good(), "cannot write ", path);
+  }
+  void write(const nlohmann::json& j) {
+    out_ << j.dump() << "\n";
+    out_.flush();
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+nlohmann::json metrics_json(const LmMetrics& m) {
+  return {{"loss", m.loss}, {"token_accuracy", m.token_accuracy}, {"tokens", m.tokens}};
+}
+
+void save_checkpoint(const std::string& path, int64_t step, TrainState& s,
+                     torch::optim::AdamW& dense_opt, SparseRowAdam* sparse_opt) {
+  torch::serialize::OutputArchive archive;
+  archive.write("step", torch::tensor(step));
+  for (const auto& p : s.model->named_parameters()) archive.write("model/" + p.key(), p.value());
+  for (const auto& b : s.model->named_buffers()) archive.write("buffer/" + b.key(), b.value());
+  for (size_t i = 0; i < s.banks.size(); ++i) {
+    const auto& bank = s.banks[i]->bank();
+    archive.write("bank" + std::to_string(i) + "/keys", bank.keys.detach());
+    archive.write("bank" + std::to_string(i) + "/values", bank.values.detach());
+    archive.write("bank" + std::to_string(i) + "/usage", bank.usage);
+  }
+  torch::serialize::OutputArchive opt;
+  dense_opt.save(opt);
+  archive.write("dense_optimizer", opt);
+  if (sparse_opt != nullptr) {
+    const auto state = sparse_opt->state();
+    for (size_t i = 0; i < state.size(); ++i) archive.write("sparse/" + std::to_string(i), state[i]);
+  }
+  AtomicOutput out(path);
+  archive.save_to(out.temp_path());
+  out.commit();
+}
+
+int64_t load_checkpoint(const std::string& path, TrainState& s, torch::optim::AdamW& dense_opt,
+                        SparseRowAdam* sparse_opt) {
+  torch::NoGradGuard no_grad;
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    KVT_THROW("checkpoint ", path, " cannot be read (damaged?): delete it to start over");
+  }
+  auto read = [&](const std::string& key, const torch::Tensor& into) {
+    torch::Tensor t;
+    KVT_CHECK(archive.try_read(key, t), "checkpoint ", path, " has no '", key,
+              "': it was written by another recipe (use another --out or delete it)");
+    KVT_CHECK(t.sizes() == into.sizes(), "checkpoint ", path, ": '", key, "' has shape ",
+              t.sizes(), ", expected ", into.sizes(), " (another recipe?)");
+    into.copy_(t);
+  };
+  torch::Tensor step;
+  archive.read("step", step);
+  for (const auto& p : s.model->named_parameters()) read("model/" + p.key(), p.value());
+  for (const auto& b : s.model->named_buffers()) read("buffer/" + b.key(), b.value());
+  for (size_t i = 0; i < s.banks.size(); ++i) {
+    auto& bank = s.banks[i]->mutable_bank();
+    read("bank" + std::to_string(i) + "/keys", bank.keys);
+    read("bank" + std::to_string(i) + "/values", bank.values);
+    read("bank" + std::to_string(i) + "/usage", bank.usage);
+    s.banks[i]->rebuild_index();
+  }
+  torch::serialize::InputArchive opt;
+  archive.read("dense_optimizer", opt);
+  dense_opt.load(opt);
+  if (sparse_opt != nullptr) {
+    auto state = sparse_opt->state();
+    for (size_t i = 0; i < state.size(); ++i) {
+      archive.read("sparse/" + std::to_string(i), state[i]);
+    }
+    sparse_opt->load_state(state);
+  }
+  return step.item<int64_t>();
+}
+
+// The training loop shared by pretraining and fine-tuning.
+TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
+                        const std::string& out_dir, bool resume, const LmDataset* domain_eval,
+                        const LmDataset* general_eval) {
+  const auto& o = r.optim;
+  const auto& t = r.train;
+  torch::optim::AdamW dense_opt(
+      s.dense, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  std::unique_ptr<SparseRowAdam> sparse_opt;
+  if (!s.bank_params.empty()) {
+    SparseRowAdamOptions so;
+    so.lr = o.bank_lr;
+    sparse_opt = std::make_unique<SparseRowAdam>(s.bank_params, so);
+  }
+  const std::string checkpoint = (fs::path(out_dir) / "checkpoint.pt").string();
+  TrainOutcome outcome;
+  for (const auto& p : s.dense) outcome.trainable_parameters += p.numel();
+  for (const auto& p : s.bank_params) outcome.trainable_parameters += p.numel();
+  if (resume && fs::exists(checkpoint)) {
+    outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, sparse_opt.get());
+    std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
+  }
+  JsonlLog log((fs::path(out_dir) / "metrics.jsonl").string(), resume && outcome.first_step > 0);
+  Progress progress(r.name, outcome.first_step, t.steps, t.log_every);
+  s.model->train();
+  double loss_value = 0;
+  int64_t step = outcome.first_step;
+  for (; step < t.steps; ++step) {
+    if (g_stop_after > 0 && step - outcome.first_step >= g_stop_after) break;
+    const auto batch = data.train_batch(t.batch_size, t.seed, step);
+    dense_opt.zero_grad();
+    if (sparse_opt) sparse_opt->zero_grad();
+    auto loss = lm_loss(s.model, batch);
+    loss.backward();
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s.dense, o.grad_clip);
+    const double lr_scale = lr_at(o, step, t.steps, 1.0);
+    for (auto& group : dense_opt.param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(o.lr * lr_scale);
+    }
+    dense_opt.step();
+    if (sparse_opt) {
+      sparse_opt->set_lr(o.bank_lr * lr_scale);
+      const auto touched = sparse_opt->step();
+      // bank_params holds keys (when they train) then values of each bank: renormalize keys.
+      size_t i = 0;
+      for (const auto& bank : s.banks) {
+        torch::Tensor key_rows;
+        if (bank->bank().keys.requires_grad()) key_rows = touched[i++];
+        if (bank->bank().values.requires_grad()) ++i;
+        bank->after_update(key_rows);
+      }
+    }
+    loss_value = loss.item<double>();
+    progress.update(step, loss_value, batch.size(0) * (batch.size(1) - 1));
+    if ((step + 1) % std::max<int64_t>(1, t.log_every) == 0 || step + 1 == t.steps) {
+      log.write({{"step", step + 1}, {"loss", loss_value}, {"lr", o.lr * lr_scale},
+                 {"tokens_per_second", progress.tokens_per_second()},
+                 {"elapsed_seconds", progress.elapsed_seconds()}});
+    }
+    if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && domain_eval != nullptr) {
+      const auto e = evaluate(s.model, *domain_eval, general_eval, t);
+      log.write({{"step", step + 1}, {"eval", {{"domain", metrics_json(e.domain)},
+                                               {"general", metrics_json(e.general)}}}});
+    }
+    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
+      save_checkpoint(checkpoint, step + 1, s, dense_opt, sparse_opt.get());
+    }
+  }
+  progress.finish();
+  outcome.steps = step;
+  outcome.seconds = progress.elapsed_seconds();
+  outcome.tokens_per_second = progress.tokens_per_second();
+  outcome.final_loss = loss_value;
+  if (step < t.steps) {
+    // Interrupted (tests): leave a checkpoint at the step reached.
+    save_checkpoint(checkpoint, step, s, dense_opt, sparse_opt.get());
+  }
+  return outcome;
+}
+
+void prepare_out_dir(const Recipe& r, const std::string& out_dir) {
+  fs::create_directories(out_dir);
+  save_resolved_recipe(r, (fs::path(out_dir) / "recipe.yaml").string());
+}
+
+// Domain bank keys: spherical k-means of the queries the frozen model makes on domain text.
+torch::Tensor domain_keys(const Recipe& r, TransformerLM& model, MemoryLayer& layer,
+                          const LmDataset& data, uint64_t seed) {
+  const auto& db = r.domain_bank;
+  const int64_t dk = layer->options().key_dim;
+  if (db.key_init == "random") {
+    return make_random_bank("init", db.size, dk, 1, seed, false).keys;
+  }
+  // Collect queries from a few domain batches.
+  std::vector<torch::Tensor> chunks;
+  int64_t have = 0;
+  const int64_t want = std::max<int64_t>(db.size * 32, 4 * db.size);
+  layer->set_capture_queries(true);
+  {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    for (int64_t b = 0; have < want && b < 200; ++b) {
+      const auto batch = data.train_batch(r.train.batch_size, seed + 7, b);
+      model->forward(batch.narrow(1, 0, batch.size(1) - 1));
+      chunks.push_back(layer->last_queries().reshape({-1, dk}).contiguous());
+      have += chunks.back().size(0);
+    }
+    model->train();
+  }
+  layer->set_capture_queries(false);
+  auto q = torch::cat(chunks).contiguous();
+  KVT_CHECK(q.size(0) >= db.size, "domain corpus gives only ", q.size(0),
+            " query vectors for a domain bank of ", db.size,
+            " slots: lower domain_bank.size or use a larger corpus");
+  if (db.key_init == "sample") {
+    const auto pick = torch::randperm(q.size(0), torch::kInt64).narrow(0, 0, db.size);
+    return q.index_select(0, pick).contiguous();
+  }
+  faiss::ClusteringParameters cp;
+  cp.niter = 20;
+  cp.spherical = true;
+  cp.seed = static_cast<int>(seed);
+  cp.max_points_per_centroid = 64;
+  faiss::Clustering clustering(static_cast<int>(dk), static_cast<int>(db.size), cp);
+  faiss::IndexFlatIP assign(dk);
+  clustering.train(q.size(0), q.data_ptr<float>(), assign);
+  auto keys = torch::from_blob(clustering.centroids.data(), {db.size, dk}, torch::kFloat32).clone();
+  return (keys / keys.norm(2, 1, true).clamp_min(1e-12)).contiguous();
+}
+
+}  // namespace
+
+void set_stop_after_for_testing(int64_t steps) { g_stop_after = steps; }
+
+TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) {
+  KVT_CHECK(r.mode == "pretrain", "recipe '", r.name, "' has mode '", r.mode,
+            "': use `kvtune finetune` for it");
+  set_num_threads(r.train.threads);
+  torch::manual_seed(r.train.seed);
+  prepare_out_dir(r, out_dir);
+  ByteTokenizer tokenizer;
+  const auto data = load_split(r.data.general, r.data, tokenizer);
+
+  TrainState s;
+  s.model = TransformerLM(r.model_config);
+  s.model->attach_base_banks(r.train.seed);
+  s.dense = s.model->parameters();
+  for (auto& layer : s.model->memory_layers()) {
+    auto bank = layer->banks().front();
+    bank->mutable_bank().values.set_requires_grad(true);
+    bank->mutable_bank().keys.set_requires_grad(r.model_config.memory.learned_keys);
+    if (r.model_config.memory.learned_keys) s.bank_params.push_back(bank->bank().keys);
+    s.bank_params.push_back(bank->bank().values);
+    s.banks.push_back(bank);
+  }
+  auto outcome = train_loop(r, s, *data.train, out_dir, resume, data.held_out.get(), nullptr);
+  if (outcome.steps < r.train.steps) return outcome;
+  for (auto& b : s.banks) b->set_trainable(false);
+  save_model((fs::path(out_dir) / "model").string(), s.model, r.model_config, tokenizer);
+  const auto e = evaluate(s.model, *data.held_out, nullptr, r.train);
+  JsonlLog((fs::path(out_dir) / "metrics.jsonl").string(), true)
+      .write({{"step", outcome.steps}, {"eval", {{"general", metrics_json(e.domain)}}}});
+  std::cerr << "general held-out: loss " << e.domain.loss << ", token accuracy "
+            << e.domain.token_accuracy << "\n";
+  return outcome;
+}
+
+FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resume) {
+  KVT_CHECK(r.mode == "finetune", "recipe '", r.name, "' has mode '", r.mode,
+            "': use `kvtune pretrain` for it");
+  set_num_threads(r.train.threads);
+  torch::manual_seed(r.train.seed);
+  prepare_out_dir(r, out_dir);
+  auto loaded = load_model((fs::path(r.base) / "model").string());
+  const Tokenizer& tokenizer = *loaded.tokenizer;
+  const auto domain = load_split({r.data.domain}, r.data, tokenizer);
+  const auto general = load_split(r.data.general, r.data, tokenizer);
+
+  TrainState s;
+  s.model = loaded.model;
+  for (auto& p : s.model->parameters()) p.set_requires_grad(false);
+  FinetuneOutcome out;
+  out.before = evaluate(s.model, *domain.held_out, general.held_out.get(), r.train);
+
+  if (r.method == "memory") {
+    auto layers = s.model->memory_layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      auto& layer = layers[i];
+      Bank bank = make_random_bank("domain_" + std::to_string(i), r.domain_bank.size,
+                                   layer->options().key_dim, layer->options().value_dim,
+                                   r.train.seed + 101 + i, /*trainable=*/true);
+      bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
+      if (r.domain_bank.value_init == "zero") bank.values.zero_();
+      bank.meta.score_scale = layer->banks().front()->bank().meta.score_scale;
+      bank.meta.provenance = nlohmann::json{{"recipe", r.name}, {"domain", r.data.domain},
+                                            {"key_init", r.domain_bank.key_init}}
+                                 .dump();
+      auto indexed = std::make_shared<IndexedBank>(std::move(bank), r.domain_bank.index);
+      indexed->set_trainable(true);
+      layer->attach(indexed);
+      layer->query->weight.set_requires_grad(true);
+      s.dense.push_back(layer->query->weight);
+      s.banks.push_back(indexed);
+      s.bank_params.push_back(indexed->bank().keys);
+      s.bank_params.push_back(indexed->bank().values);
+    }
+  } else if (r.method == "full") {
+    for (auto& p : s.model->parameters()) p.set_requires_grad(true);
+    s.dense = s.model->parameters();
+  } else if (r.method == "lora") {
+    s.dense = apply_lora(s.model, r.lora.rank, r.lora.alpha);
+  } else {
+    KVT_THROW("unknown method '", r.method, "': choose memory, full or lora");
+  }
+
+  out.train = train_loop(r, s, *domain.train, out_dir, resume, domain.held_out.get(),
+                         general.held_out.get());
+  if (out.train.steps < r.train.steps) return out;
+  out.after = evaluate(s.model, *domain.held_out, general.held_out.get(), r.train);
+
+  const std::string model_dir = (fs::path(out_dir) / "model").string();
+  if (r.method == "lora") merge_lora(s.model);
+  for (auto& b : s.banks) b->set_trainable(false);
+  // The domain banks are saved beside the model folder's base banks, not inside model.pt.
+  std::vector<std::vector<std::shared_ptr<IndexedBank>>> domain_banks;
+  for (auto& layer : s.model->memory_layers()) {
+    std::vector<std::shared_ptr<IndexedBank>> extra(layer->banks().begin() + 1, layer->banks().end());
+    domain_banks.push_back(extra);
+    const auto base = layer->banks().front();
+    layer->detach_all();
+    layer->attach(base);
+  }
+  save_model(model_dir, s.model, loaded.config, tokenizer);
+  auto layers = s.model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    for (const auto& b : domain_banks[i]) {
+      b->save((fs::path(model_dir) / domain_bank_file(i)).string());
+      layers[i]->attach(b);
+    }
+  }
+  nlohmann::json report = {
+      {"recipe", r.name}, {"method", r.method}, {"steps", out.train.steps},
+      {"trainable_parameters", out.train.trainable_parameters},
+      {"wall_seconds", out.train.seconds},
+      {"domain", {{"before", metrics_json(out.before.domain)}, {"after", metrics_json(out.after.domain)}}},
+      {"general", {{"before", metrics_json(out.before.general)}, {"after", metrics_json(out.after.general)}}}};
+  write_file_atomic((fs::path(out_dir) / "report.json").string(), report.dump(2) + "\n");
+  return out;
+}
+
+}  // namespace kvtune
