@@ -169,10 +169,10 @@ TEST(RecipeIndex, ShippedConfigsLoad) {
   EXPECT_TRUE(flat.is_flat());
   const IndexConfig ivf = load_index_config(dir + "ivf.yaml");
   EXPECT_EQ(ivf.factory, "IVF256,Flat");
-  EXPECT_EQ(ivf.nprobe, 32);
+  EXPECT_EQ(ivf.nprobe, 96);
   const IndexConfig hnsw = load_index_config(dir + "hnsw.yaml");
   EXPECT_EQ(hnsw.factory, "HNSW32");
-  EXPECT_EQ(hnsw.ef_search, 64);
+  EXPECT_EQ(hnsw.ef_search, 160);
   const IndexConfig ivfpq = load_index_config(dir + "ivfpq.yaml");
   EXPECT_EQ(ivfpq.factory, "IVF1024,PQ16");
   EXPECT_EQ(ivfpq.nprobe, 32);
