@@ -39,13 +39,13 @@ inline bool dictd_installed(const std::vector<std::string>& names) {
   return true;
 }
 
-// A folder holding base/config.yaml (what validation asks of a pretrained run) and two .txt
+// A folder holding base/model/config.yaml (what validation asks of a pretrained run) and two .txt
 // corpora, and a valid finetune recipe over them.
 class RecipeScratch {
  public:
   RecipeScratch() {
-    std::filesystem::create_directories(dir_.path() / "base");
-    write_text(dir_.file("base/config.yaml"), "");
+    std::filesystem::create_directories(dir_.path() / "base" / "model");
+    write_text(dir_.file("base/model/config.yaml"), "");
     write_text(dir_.file("general.txt"), "General text.\n\nMore general text.\n");
     write_text(dir_.file("domain.txt"), "Domain text.\n\nMore domain text.\n");
   }

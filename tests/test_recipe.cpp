@@ -153,12 +153,13 @@ TEST(RecipeErrors, MissingCorpus) {
 TEST(RecipeErrors, MissingBase) {
   RecipeScratch scratch;
   const std::string expected =
-      "base 'runs/x' is not a pretrained run folder (config.yaml missing): run `kvtune pretrain "
+      "base 'runs/x' is not a pretrained run folder (model/config.yaml missing): run `kvtune "
+      "pretrain "
       "recipes/pretrain-general.yaml` first";
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"base=runs/x"}); }), HasSubstr(expected));
   fs::create_directories(scratch.file("empty_run"));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"base=" + scratch.file("empty_run")}); }),
-              HasSubstr("config.yaml missing"));
+              HasSubstr("model/config.yaml missing"));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"base="}); }),
               HasSubstr("key 'base' is required for finetune"));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"data.domain="}); }),
@@ -206,7 +207,7 @@ TEST(RecipeSet, OverridesChangeValues) {
   EXPECT_EQ(r.model_config.max_seq_len, 256);
   EXPECT_EQ(r.model_config.memory.key_dim, 32);  // the rest of the model file stays
   EXPECT_EQ(r.name, "renamed");
-  EXPECT_EQ(scratch.load("", {"domain_bank.index=hnsw"}).domain_bank.index.ef_search, 64);
+  EXPECT_EQ(scratch.load("", {"domain_bank.index=hnsw"}).domain_bank.index.ef_search, 160);
   EXPECT_EQ(scratch.load("", {"data.general=gcide"}).data.general,
             std::vector<std::string>{"gcide"});
 }

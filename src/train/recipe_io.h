@@ -35,7 +35,7 @@ void validate_recipe(const Recipe& recipe, const std::string& where);
 // `model_overrides`, the index inline. load_recipe of it gives an equal Recipe.
 YAML::Node recipe_to_yaml(const Recipe& recipe);
 
-// Writes recipe_to_yaml(recipe) to `path` atomically (the run folder's config.yaml).
+// Writes recipe_to_yaml(recipe) to `path` atomically (the run folder's recipe.yaml).
 void save_resolved_recipe(const Recipe& recipe, const std::string& path);
 
 // configs_dir/models/MODEL.yaml (or MODEL itself when it is a path), with `overrides` (a map,

@@ -40,14 +40,16 @@ void check_non_negative(const std::string& where, const std::string& key, T valu
             value);
 }
 
+// What finetune loads from a pretrained run folder (the trainer's load_model(base/model)).
+constexpr const char* kBaseModelConfig = "model/config.yaml";
+
 void check_base(const Recipe& r, const std::string& where) {
   KVT_CHECK(!r.base.empty(), where,
             ": key 'base' is required for finetune: the pretrained run folder, e.g. base: "
             "runs/pretrain-general (made by `kvtune pretrain recipes/pretrain-general.yaml`)");
-  KVT_CHECK(fs::is_directory(r.base) && fs::is_regular_file(fs::path(r.base) / "config.yaml"),
-            where, ": base '", r.base,
-            "' is not a pretrained run folder (config.yaml missing): run `kvtune pretrain "
-            "recipes/pretrain-general.yaml` first");
+  KVT_CHECK(fs::is_regular_file(fs::path(r.base) / kBaseModelConfig), where, ": base '", r.base,
+            "' is not a pretrained run folder (", kBaseModelConfig,
+            " missing): run `kvtune pretrain recipes/pretrain-general.yaml` first");
 }
 
 void check_data(const Recipe& r, const std::string& where) {
