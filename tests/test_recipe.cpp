@@ -120,7 +120,7 @@ TEST(RecipeErrors, OutOfRange) {
       {"optim.bank_lr=-1", "'optim.bank_lr' must be > 0"},
       {"train.eval_every=-1", "'train.eval_every' must be >= 0"},
       {"data.seq_len=129", "max_seq_len 128"},
-      {"domain_bank.size=16", "fewer slots than the model's memory.attention.k = 32"},
+      {"domain_bank.size=16", "fewer slots than the model's memory.k = 32"},
       {"domain_bank.index.nprobe=-1", "'domain_bank.index.nprobe' must be >= 0"},
   };
   for (const auto& [set, message] : cases) {

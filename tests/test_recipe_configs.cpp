@@ -79,7 +79,7 @@ model: tiny
 model_overrides:
   name: tiny-wide
   max_seq_len: 256
-  memory: {key_dim: 48, value_dim: 40, attention: {estimator: dense, k: 8}}
+  memory: {key_dim: 48, value_dim: 40, estimator: dense, k: 8}
 backward: dense
 data:
   general: [jargon, foldoc]

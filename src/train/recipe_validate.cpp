@@ -81,7 +81,7 @@ void check_domain_bank(const Recipe& r, const std::string& where) {
   const MemoryConfig& m = r.model_config.memory;
   check_positive(where, "domain_bank.size", b.size);
   KVT_CHECK(b.size >= m.attention.k, where, ": key 'domain_bank.size' is ", b.size,
-            ", fewer slots than the model's memory.attention.k = ", m.attention.k,
+            ", fewer slots than the model's memory.k = ", m.attention.k,
             " keys retrieved per query: use at least ", m.attention.k, " slots");
   KVT_CHECK(b.key_dim == 0 || b.key_dim == m.key_dim, where, ": key 'domain_bank.key_dim' is ",
             b.key_dim, " but model '", r.model_config.name, "' has memory.key_dim ", m.key_dim,

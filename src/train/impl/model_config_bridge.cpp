@@ -36,9 +36,11 @@ ModelConfig model_config_from_node(const YAML::Node& node, const std::string& wh
   YamlReader top(node, where);
   top.get("name", m.name).get("max_seq_len", m.max_seq_len);
   YamlReader memory = top.child("memory");
-  memory.get("key_dim", m.memory.key_dim).get("value_dim", m.memory.value_dim);
-  YamlReader attention = memory.child("attention");
-  attention.get("estimator", m.memory.attention.estimator).get("k", m.memory.attention.k);
+  // The model YAML layout (configs/models/tiny.yaml) puts estimator, k, scale under memory.
+  memory.get("key_dim", m.memory.key_dim)
+      .get("value_dim", m.memory.value_dim)
+      .get("estimator", m.memory.attention.estimator)
+      .get("k", m.memory.attention.k);
   return m;
 #endif
 }
@@ -53,8 +55,8 @@ YAML::Node model_config_to_node(const ModelConfig& config) {
   n["max_seq_len"] = config.max_seq_len;
   n["memory"]["key_dim"] = config.memory.key_dim;
   n["memory"]["value_dim"] = config.memory.value_dim;
-  n["memory"]["attention"]["estimator"] = config.memory.attention.estimator;
-  n["memory"]["attention"]["k"] = config.memory.attention.k;
+  n["memory"]["estimator"] = config.memory.attention.estimator;
+  n["memory"]["k"] = config.memory.attention.k;
   return n;
 #endif
 }
@@ -70,13 +72,13 @@ void validate_model_config(const ModelConfig& config, const std::string& where) 
   positive("max_seq_len", config.max_seq_len);
   positive("memory.key_dim", config.memory.key_dim);
   positive("memory.value_dim", config.memory.value_dim);
-  positive("memory.attention.k", config.memory.attention.k);
+  positive("memory.k", config.memory.attention.k);
   const auto names = estimator_names();
   if (std::find(names.begin(), names.end(), config.memory.attention.estimator) == names.end()) {
     std::string valid;
     for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
-    KVT_THROW(where, ": model key 'memory.attention.estimator' is '",
-              config.memory.attention.estimator, "', expected one of: ", valid);
+    KVT_THROW(where, ": model key 'memory.estimator' is '", config.memory.attention.estimator,
+              "', expected one of: ", valid);
   }
 #endif
 }
