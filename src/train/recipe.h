@@ -23,6 +23,10 @@ struct DataConfig {
 
 struct DomainBankConfig {
   int64_t size = 1024;
+  // Key and value sizes of the bank's rows; 0 takes the model's memory.key_dim / value_dim.
+  // Set, they must equal the model's (a bank made for another model is rejected up front).
+  int64_t key_dim = 0;
+  int64_t value_dim = 0;
   std::string key_init = "kmeans";  // "kmeans" of the domain's queries | "random" | "sample"
   std::string value_init = "zero";  // "zero" | "random"
   IndexConfig index;                // default Flat (exact, no copy)
