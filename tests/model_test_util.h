@@ -4,8 +4,11 @@
 #include <algorithm>
 #include <string>
 
+#include <torch/torch.h>
+
 #include "model/model_config.h"
 #include "model/model_config_yaml.h"
+#include "model/transformer.h"
 #include "test_util.h"
 
 namespace kvtune::test {
@@ -22,6 +25,18 @@ inline ModelConfig tiny_config(int64_t bank_size = 0) {
     c.memory.attention.k = std::min<int64_t>(c.memory.attention.k, bank_size);
   }
   return c;
+}
+
+// A model with its base banks attached, weights drawn from `seed`.
+inline TransformerLM make_model(const ModelConfig& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  TransformerLM model(config);
+  model->attach_base_banks(seed);
+  return model;
+}
+
+inline torch::Tensor random_tokens(int64_t batch, int64_t time, int64_t vocab = 259) {
+  return torch::randint(0, vocab, {batch, time}, torch::kLong);
 }
 
 }  // namespace kvtune::test
