@@ -34,6 +34,19 @@ TEST(ModelTransformer, ForwardShapesOnTheTinyConfig) {
   }
 }
 
+// The sizes quoted in docs/model.md and the configs' comments.
+TEST(ModelTransformer, ParameterCountsMatchTheDocs) {
+  auto count = [](const std::string& name) {
+    TransformerLM model(load_model_config(test::model_config_path(name)));
+    int64_t n = 0;
+    for (const auto& p : model->transformer_parameters()) n += p.numel();
+    return n;
+  };
+  EXPECT_EQ(count("tiny"), 479232);
+  EXPECT_NEAR(static_cast<double>(count("small")), 3.6e6, 0.1e6);
+  EXPECT_NEAR(static_cast<double>(count("base")), 27e6, 0.5e6);
+}
+
 TEST(ModelTransformer, IsCausal) {
   const uint64_t seed = test::fresh_seed();
   auto model = test::make_model(test::tiny_config(), seed);
