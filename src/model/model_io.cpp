@@ -1,0 +1,137 @@
+#include "model/model_io.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "bank/indexed_bank.h"
+#include "common/atomic_file.h"
+#include "common/check.h"
+#include "common/yaml_reader.h"
+#include "model/lora.h"
+#include "model/model_config_yaml.h"
+#include "model/module_state.h"
+
+namespace kvtune {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string in_dir(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
+
+class Fnv1a64 {
+ public:
+  void add(const void* data, size_t n) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      hash_ ^= bytes[i];
+      hash_ *= 0x100000001b3ULL;
+    }
+  }
+  std::string hex() const {
+    char out[17];
+    std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(hash_));
+    return out;
+  }
+
+ private:
+  uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
+
+}  // namespace
+
+std::string base_bank_file(int64_t memory_layer) {
+  return "bank_" + std::to_string(memory_layer) + ".h5";
+}
+
+void save_model(const std::string& dir, const TransformerLM& model, const ModelConfig& config,
+                const Tokenizer& tokenizer) {
+  KVT_CHECK(!model.is_empty(), "save_model: the model is empty");
+  KVT_CHECK(to_yaml_string(model->config()) == to_yaml_string(config),
+            "save_model: the config "
+            "given for ",
+            dir, " differs from the model's own config: pass model->config()");
+  KVT_CHECK(!has_lora(model), "save_model: the model has LoRA adapters: call merge_lora() first");
+  KVT_CHECK(tokenizer.vocab_size() <= config.vocab_size, "save_model: the tokenizer has ",
+            tokenizer.vocab_size(), " tokens but the model's vocab_size is ", config.vocab_size);
+  const auto layers = model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    KVT_CHECK(!layers[i]->banks().empty(), "save_model: memory layer ", i,
+              " has no bank: attach its base bank (attach_base_banks) before saving");
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  KVT_CHECK(fs::is_directory(dir), "save_model: cannot create folder ", dir, ": ", ec.message());
+
+  write_file_atomic(in_dir(dir, kModelConfigFile),
+                    "# kvtune model config (written by save_model)\n" + to_yaml_string(config));
+  tokenizer.save(in_dir(dir, kTokenizerFile));
+  save_module_state(*model, in_dir(dir, kModelWeightsFile));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    layers[i]->banks().front()->save(in_dir(dir, base_bank_file(static_cast<int64_t>(i))));
+  }
+}
+
+LoadedModel load_model(const std::string& dir) {
+  KVT_CHECK(fs::is_directory(dir), "model folder ", dir,
+            " does not exist (a model folder is written by save_model)");
+  for (const char* name : {kModelConfigFile, kTokenizerFile, kModelWeightsFile}) {
+    KVT_CHECK(fs::is_regular_file(in_dir(dir, name)), "model folder ", dir, " has no ", name,
+              ": it is incomplete or not a model folder");
+  }
+  LoadedModel loaded;
+  const std::string config_path = in_dir(dir, kModelConfigFile);
+  loaded.config = model_config_from_yaml(load_yaml_file(config_path), config_path);
+  loaded.tokenizer = load_tokenizer(in_dir(dir, kTokenizerFile));
+  KVT_CHECK(loaded.tokenizer->vocab_size() <= loaded.config.vocab_size, dir, ": the tokenizer has ",
+            loaded.tokenizer->vocab_size(), " tokens but config.yaml has vocab_size ",
+            loaded.config.vocab_size);
+  loaded.model = TransformerLM(loaded.config);
+  load_module_state(*loaded.model, in_dir(dir, kModelWeightsFile));
+
+  auto layers = loaded.model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string path = in_dir(dir, base_bank_file(static_cast<int64_t>(i)));
+    KVT_CHECK(fs::is_regular_file(path), "model folder ", dir, " has no ",
+              base_bank_file(static_cast<int64_t>(i)), ": memory layer ", i,
+              " needs its base bank");
+    auto bank = IndexedBank::load(path, loaded.config.memory.index);
+    const auto& meta = bank->bank().meta;
+    const auto& opts = layers[i]->options();
+    KVT_CHECK(meta.key_dim == opts.key_dim && meta.value_dim == opts.value_dim, path,
+              ": bank has key_dim ", meta.key_dim, " and value_dim ", meta.value_dim,
+              " but memory layer ", i, " expects key_dim ", opts.key_dim, " and value_dim ",
+              opts.value_dim, " (config.yaml memory.key_dim / memory.value_dim)");
+    layers[i]->attach(std::move(bank));
+  }
+  return loaded;
+}
+
+std::string model_fingerprint(const ModelConfig& config,
+                              const std::vector<torch::Tensor>& base_bank_keys) {
+  Fnv1a64 hash;
+  const std::string yaml = to_yaml_string(config);
+  hash.add(yaml.data(), yaml.size());
+  for (const auto& keys : base_bank_keys) {
+    KVT_CHECK(keys.defined(), "model_fingerprint: a base bank has no keys");
+    const auto cpu = keys.detach().to(torch::kCPU).contiguous();
+    for (const int64_t s : cpu.sizes()) hash.add(&s, sizeof(s));
+    hash.add(cpu.data_ptr(), cpu.nbytes());
+  }
+  return hash.hex();
+}
+
+std::string model_fingerprint(const TransformerLM& model) {
+  std::vector<torch::Tensor> keys;
+  const auto layers = model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    KVT_CHECK(!layers[i]->banks().empty(), "model_fingerprint: memory layer ", i,
+              " has no base bank attached");
+    keys.push_back(layers[i]->banks().front()->bank().keys);
+  }
+  return model_fingerprint(model->config(), keys);
+}
+
+}  // namespace kvtune

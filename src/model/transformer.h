@@ -1,0 +1,48 @@
+// The host network: a decoder-only transformer LM with kNN-attention memory layers in some of
+// its blocks (docs/model.md has the equations).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "model/memory_layer.h"
+#include "model/model_config.h"
+#include "model/transformer_block.h"
+
+namespace kvtune {
+
+class TransformerLMImpl : public torch::nn::Module {
+ public:
+  // Validates `config` (kvtune::Error on a bad one). Memory layers start with no bank attached:
+  // call attach_base_banks() or attach loaded banks before forward().
+  explicit TransformerLMImpl(ModelConfig config);
+
+  // tokens [B, T] int64 in [0, vocab_size), T <= max_seq_len -> logits [B, T, vocab_size].
+  torch::Tensor forward(const torch::Tensor& tokens);
+
+  // In block order (the i-th memory layer is in the i-th smallest of memory_blocks).
+  std::vector<MemoryLayer> memory_layers() const;
+  // Every registered parameter: all but the bank tensors, which live in IndexedBank.
+  std::vector<torch::Tensor> transformer_parameters() const { return parameters(); }
+
+  // One random base bank per memory layer (memory.base_bank_size slots, random unit keys, small
+  // random values, frozen, indexed per memory.index), named "base_<i>". Deterministic per seed.
+  void attach_base_banks(uint64_t seed);
+
+  const ModelConfig& config() const { return config_; }
+  // Handles to the blocks (shared: changes through them change the model).
+  std::vector<TransformerBlock> blocks() const { return blocks_; }
+
+  torch::nn::Embedding token_embedding{nullptr};     // [vocab_size, d_model], tied LM head
+  torch::nn::Embedding position_embedding{nullptr};  // [max_seq_len, d_model]
+  torch::nn::LayerNorm final_norm{nullptr};
+
+ private:
+  ModelConfig config_;
+  std::vector<TransformerBlock> blocks_;
+};
+TORCH_MODULE(TransformerLM);
+
+}  // namespace kvtune
