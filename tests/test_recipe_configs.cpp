@@ -228,7 +228,7 @@ TEST(RecipeModel, NamedFileWithOverridesMerged) {
   EXPECT_THAT(
       error_of([&] { resolve_model_config("huge", YAML::Node(), configs_dir(), "r.yaml"); }),
       AllOf(HasSubstr("r.yaml"), HasSubstr("no model config named 'huge'"),
-            HasSubstr("available: tiny")));
+            HasSubstr("available: base, small, tiny")));
   EXPECT_THAT(error_of([&] {
                 resolve_model_config("tiny", YAML::Load("{max_seq_len: long}"), configs_dir(),
                                      "r.yaml");

@@ -10,7 +10,7 @@
 #include "common/named_config.h"
 #include "common/yaml_reader.h"
 #include "index/index_config_yaml.h"
-#include "train/impl/model_config_bridge.h"
+#include "model/model_config_yaml.h"
 
 namespace kvtune {
 namespace fs = std::filesystem;
@@ -198,7 +198,7 @@ void merge_yaml(YAML::Node base, const YAML::Node& overrides) {
 }
 
 YAML::Node model_config_yaml(const ModelConfig& config) {
-  return detail::model_config_to_node(config);
+  return to_yaml(config);
 }
 
 ModelConfig resolve_model_config(const std::string& model, const YAML::Node& overrides,
@@ -215,7 +215,7 @@ ModelConfig resolve_model_config(const std::string& model, const YAML::Node& ove
     merge_yaml(node, overrides);
     model_where += " with model_overrides from " + where;
   }
-  return detail::model_config_from_node(node, model_where);
+  return model_config_from_yaml(node, model_where);
 }
 
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& set_overrides,

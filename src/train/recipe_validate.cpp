@@ -8,7 +8,7 @@
 #include "common/check.h"
 #include "index/index_config_yaml.h"
 #include "train/corpus.h"
-#include "train/impl/model_config_bridge.h"
+#include "model/model_config_yaml.h"
 #include "train/recipe_io.h"
 
 namespace kvtune {
@@ -135,7 +135,7 @@ void validate_recipe(const Recipe& r, const std::string& where) {
   } else {
     check_base(r, where);
   }
-  detail::validate_model_config(r.model_config, where + " (model '" + r.model + "')");
+  validate(r.model_config, where + " (model '" + r.model + "')");
   check_data(r, where);
   if (r.mode == "finetune" && r.method == "memory") check_domain_bank(r, where);
   if (r.mode == "finetune" && r.method == "lora") {

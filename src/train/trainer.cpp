@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
 
 #include <cmath>
 #include <filesystem>
