@@ -43,5 +43,3 @@ BENCHMARK_CAPTURE(DictdRead, jargon, "jargon")->Unit(benchmark::kMillisecond)->I
 BENCHMARK_CAPTURE(DictdRead, elements, "elements")->Unit(benchmark::kMillisecond)->Iterations(3);
 
 }  // namespace
-
-

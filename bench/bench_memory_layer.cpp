@@ -104,14 +104,21 @@ void BM_LayerForwardBackward(benchmark::State& state, const std::string& kind, b
   report(state, s);
 }
 
-BENCHMARK_CAPTURE(BM_RawSearch, flat, std::string("flat"))->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_RawSearch, flat, std::string("flat"))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_LayerForwardBackward, flat, std::string("flat"), false)
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_LayerForwardBackward, flat_trainable, std::string("flat"), true)
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_RawSearch, ivf, std::string("ivf"))->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_RawSearch, ivf, std::string("ivf"))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_LayerForwardBackward, ivf, std::string("ivf"), false)
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kvtune

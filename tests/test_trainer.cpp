@@ -8,9 +8,9 @@
 
 #include "bank/bank_io.h"
 #include "model/model_io.h"
+#include "test_util.h"
 #include "train/run_model.h"
 #include "train/trainer.h"
-#include "test_util.h"
 
 namespace kvtune {
 namespace {
@@ -58,7 +58,9 @@ Recipe micro_recipe(const std::string& mode) {
 double checksum(const torch::Tensor& t) {
   const auto d = t.detach().to(torch::kFloat64).reshape({-1});
   return d.sum().item<double>() +
-         (d * torch::arange(d.numel(), torch::kFloat64).div(double(d.numel()))).sum().item<double>();
+         (d * torch::arange(d.numel(), torch::kFloat64).div(double(d.numel())))
+             .sum()
+             .item<double>();
 }
 
 class TrainerTest : public ::testing::Test {
@@ -146,8 +148,7 @@ TEST_F(TrainerTest, ResumeReachesTheSameWeightsAsAnUninterruptedRun) {
     ASSERT_EQ(la[0]->banks().size(), lb[0]->banks().size());
     for (size_t i = 0; i < la[0]->banks().size(); ++i) {
       EXPECT_TRUE(torch::equal(la[0]->banks()[i]->bank().keys, lb[0]->banks()[i]->bank().keys));
-      EXPECT_TRUE(
-          torch::equal(la[0]->banks()[i]->bank().values, lb[0]->banks()[i]->bank().values));
+      EXPECT_TRUE(torch::equal(la[0]->banks()[i]->bank().values, lb[0]->banks()[i]->bank().values));
     }
   }
 }

@@ -63,8 +63,8 @@ void add_train_commands(CLI::App& app) {
         const auto dir = out_dir(*pre, r);
         const auto o = pretrain(r, dir, pre->resume);
         std::printf("pretrained %s: %lld steps in %.1f s (%.0f tokens/s) -> %s/model\n",
-                    r.name.c_str(), static_cast<long long>(o.steps), o.seconds,
-                    o.tokens_per_second, dir.c_str());
+                    r.name.c_str(), static_cast<long long>(o.steps), o.seconds, o.tokens_per_second,
+                    dir.c_str());
       });
   auto fine = std::make_shared<RunArgs>();
   add_run_command(app, "finetune", "Fine-tune a pretrained base on a domain", fine)

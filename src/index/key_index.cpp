@@ -6,9 +6,9 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
-#include <faiss/invlists/InvertedLists.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/utils/distances.h>
 
 #include <algorithm>

@@ -27,7 +27,9 @@ torch::Tensor LmDataset::train_batch(int64_t batch, uint64_t seed, int64_t step)
   return out;
 }
 
-int64_t LmDataset::num_eval_windows() const { return (num_tokens() - 1) / seq_len_; }
+int64_t LmDataset::num_eval_windows() const {
+  return (num_tokens() - 1) / seq_len_;
+}
 
 torch::Tensor LmDataset::eval_batch(int64_t index, int64_t batch) const {
   const int64_t first = index * batch;

@@ -15,10 +15,10 @@ LmMetrics evaluate_lm(const std::function<torch::Tensor(const torch::Tensor&)>& 
     const auto targets = batch.narrow(1, 1, batch.size(1) - 1).reshape({-1});
     const auto logits = logits_fn(inputs);
     const auto flat = logits.reshape({-1, logits.size(-1)});
-    loss_sum += torch::nn::functional::cross_entropy(
-                    flat, targets,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            flat, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
     correct += (flat.argmax(-1) == targets).sum().item<int64_t>();
     tokens += targets.numel();
   }

@@ -68,8 +68,8 @@ void SparseRowAdam::load_state(const std::vector<torch::Tensor>& state) {
   KVT_CHECK(state.size() == 3 * params_.size(), "optimizer state has ", state.size(),
             " tensors, expected ", 3 * params_.size(), " (checkpoint from another run?)");
   for (size_t i = 0; i < params_.size(); ++i) {
-    KVT_CHECK(state[3 * i].sizes() == m_[i].sizes(), "optimizer state shape mismatch for bank ",
-              i, " (checkpoint from another run?)");
+    KVT_CHECK(state[3 * i].sizes() == m_[i].sizes(), "optimizer state shape mismatch for bank ", i,
+              " (checkpoint from another run?)");
     m_[i].copy_(state[3 * i]);
     v_[i].copy_(state[3 * i + 1]);
     steps_[i].copy_(state[3 * i + 2]);

@@ -51,8 +51,8 @@ SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& 
                      const Tokenizer& tok) {
   std::vector<TextEntry> train, held_out;
   for (const auto& name : corpora) {
-    const auto split = split_entries(load_corpus(name, data.max_entries), data.held_out_fraction,
-                                     data.split_salt);
+    const auto split =
+        split_entries(load_corpus(name, data.max_entries), data.held_out_fraction, data.split_salt);
     train.insert(train.end(), split.train.begin(), split.train.end());
     held_out.insert(held_out.end(), split.held_out.begin(), split.held_out.end());
   }
@@ -83,7 +83,8 @@ EvalPair evaluate(TransformerLM& model, const LmDataset& domain, const LmDataset
 
 double lr_at(const OptimConfig& o, int64_t step, int64_t total, double base) {
   if (step < o.warmup_steps) return base * double(step + 1) / double(o.warmup_steps);
-  const double progress = double(step - o.warmup_steps) / double(std::max<int64_t>(1, total - o.warmup_steps));
+  const double progress =
+      double(step - o.warmup_steps) / double(std::max<int64_t>(1, total - o.warmup_steps));
   return base * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress))));
 }
 
@@ -131,7 +132,8 @@ void save_checkpoint(const std::string& path, int64_t step, TrainState& s,
   archive.write("dense_optimizer", opt);
   if (sparse_opt != nullptr) {
     const auto state = sparse_opt->state();
-    for (size_t i = 0; i < state.size(); ++i) archive.write("sparse/" + std::to_string(i), state[i]);
+    for (size_t i = 0; i < state.size(); ++i)
+      archive.write("sparse/" + std::to_string(i), state[i]);
   }
   AtomicOutput out(path);
   archive.save_to(out.temp_path());
@@ -151,8 +153,8 @@ int64_t load_checkpoint(const std::string& path, TrainState& s, torch::optim::Ad
     torch::Tensor t;
     KVT_CHECK(archive.try_read(key, t), "checkpoint ", path, " has no '", key,
               "': it was written by another recipe (use another --out or delete it)");
-    KVT_CHECK(t.sizes() == into.sizes(), "checkpoint ", path, ": '", key, "' has shape ",
-              t.sizes(), ", expected ", into.sizes(), " (another recipe?)");
+    KVT_CHECK(t.sizes() == into.sizes(), "checkpoint ", path, ": '", key, "' has shape ", t.sizes(),
+              ", expected ", into.sizes(), " (another recipe?)");
     into.copy_(t);
   };
   torch::Tensor step;
@@ -185,8 +187,8 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
                         const LmDataset* general_eval) {
   const auto& o = r.optim;
   const auto& t = r.train;
-  torch::optim::AdamW dense_opt(
-      s.dense, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  torch::optim::AdamW dense_opt(s.dense,
+                                torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
   std::unique_ptr<SparseRowAdam> sparse_opt;
   if (!s.bank_params.empty()) {
     SparseRowAdamOptions so;
@@ -234,14 +236,17 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
     loss_value = loss.item<double>();
     progress.update(step, loss_value, batch.size(0) * (batch.size(1) - 1));
     if ((step + 1) % std::max<int64_t>(1, t.log_every) == 0 || step + 1 == t.steps) {
-      log.write({{"step", step + 1}, {"loss", loss_value}, {"lr", o.lr * lr_scale},
+      log.write({{"step", step + 1},
+                 {"loss", loss_value},
+                 {"lr", o.lr * lr_scale},
                  {"tokens_per_second", progress.tokens_per_second()},
                  {"elapsed_seconds", progress.elapsed_seconds()}});
     }
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && domain_eval != nullptr) {
       const auto e = evaluate(s.model, *domain_eval, general_eval, t);
-      log.write({{"step", step + 1}, {"eval", {{"domain", metrics_json(e.domain)},
-                                               {"general", metrics_json(e.general)}}}});
+      log.write(
+          {{"step", step + 1},
+           {"eval", {{"domain", metrics_json(e.domain)}, {"general", metrics_json(e.general)}}}});
     }
     if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
       save_checkpoint(checkpoint, step + 1, s, dense_opt, sparse_opt.get());
@@ -311,7 +316,9 @@ torch::Tensor domain_keys(const Recipe& r, TransformerLM& model, MemoryLayer& la
 
 }  // namespace
 
-void set_stop_after_for_testing(int64_t steps) { g_stop_after = steps; }
+void set_stop_after_for_testing(int64_t steps) {
+  g_stop_after = steps;
+}
 
 TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) {
   KVT_CHECK(r.mode == "pretrain", "recipe '", r.name, "' has mode '", r.mode,
@@ -373,9 +380,10 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
       if (r.domain_bank.value_init == "zero") bank.values.zero_();
       bank.meta.score_scale = layer->banks().front()->bank().meta.score_scale;
-      bank.meta.provenance = nlohmann::json{{"recipe", r.name}, {"domain", r.data.domain},
-                                            {"key_init", r.domain_bank.key_init}}
-                                 .dump();
+      bank.meta.provenance =
+          nlohmann::json{
+              {"recipe", r.name}, {"domain", r.data.domain}, {"key_init", r.domain_bank.key_init}}
+              .dump();
       auto indexed = std::make_shared<IndexedBank>(std::move(bank), r.domain_bank.index);
       indexed->set_trainable(true);
       layer->attach(indexed);
@@ -405,7 +413,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   // The domain banks are saved beside the model folder's base banks, not inside model.pt.
   std::vector<std::vector<std::shared_ptr<IndexedBank>>> domain_banks;
   for (auto& layer : s.model->memory_layers()) {
-    std::vector<std::shared_ptr<IndexedBank>> extra(layer->banks().begin() + 1, layer->banks().end());
+    std::vector<std::shared_ptr<IndexedBank>> extra(layer->banks().begin() + 1,
+                                                    layer->banks().end());
     domain_banks.push_back(extra);
     const auto base = layer->banks().front();
     layer->detach_all();
@@ -420,11 +429,15 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
     }
   }
   nlohmann::json report = {
-      {"recipe", r.name}, {"method", r.method}, {"steps", out.train.steps},
+      {"recipe", r.name},
+      {"method", r.method},
+      {"steps", out.train.steps},
       {"trainable_parameters", out.train.trainable_parameters},
       {"wall_seconds", out.train.seconds},
-      {"domain", {{"before", metrics_json(out.before.domain)}, {"after", metrics_json(out.after.domain)}}},
-      {"general", {{"before", metrics_json(out.before.general)}, {"after", metrics_json(out.after.general)}}}};
+      {"domain",
+       {{"before", metrics_json(out.before.domain)}, {"after", metrics_json(out.after.domain)}}},
+      {"general",
+       {{"before", metrics_json(out.before.general)}, {"after", metrics_json(out.after.general)}}}};
   write_file_atomic((fs::path(out_dir) / "report.json").string(), report.dump(2) + "\n");
   return out;
 }
