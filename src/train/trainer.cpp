@@ -280,7 +280,7 @@ torch::Tensor domain_keys(const Recipe& r, TransformerLM& model, MemoryLayer& la
   // Collect queries from a few domain batches.
   std::vector<torch::Tensor> chunks;
   int64_t have = 0;
-  const int64_t want = std::max<int64_t>(db.size * 32, 4 * db.size);
+  const int64_t want = db.size * 40;  // faiss asks for >= 39 points per centroid
   layer->set_capture_queries(true);
   {
     torch::NoGradGuard no_grad;
