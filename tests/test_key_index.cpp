@@ -8,7 +8,7 @@
 
 #include "bank/indexed_bank.h"
 #include "common/check.h"
-#include "common/yaml_reader.h"
+#include "index/index_config_yaml.h"
 #include "index/key_index.h"
 #include "test_util.h"
 
@@ -86,13 +86,7 @@ torch::Tensor clustered_unit_rows(int64_t n, int64_t d, int64_t clusters, double
 }
 
 IndexConfig shipped_config(const std::string& name) {
-  const std::string path = test::source_dir() + "/configs/index/" + name + ".yaml";
-  YamlReader r(load_yaml_file(path), path);
-  IndexConfig c;
-  r.get("factory", c.factory).get("nprobe", c.nprobe).get("ef_search", c.ef_search);
-  r.get("rebuild_interval", c.rebuild_interval).get("train_size", c.train_size);
-  r.finish();
-  return c;
+  return load_index_config(test::source_dir() + "/configs/index/" + name + ".yaml");
 }
 
 TEST(IndexRecall, ShippedIvfAndHnswReachPointNineAgainstFlat) {

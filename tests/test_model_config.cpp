@@ -138,7 +138,7 @@ TEST(ModelConfigYaml, EachValidationErrorNamesTheProblem) {
       {"vocab_size: 258", "key 'vocab_size' is 258"},
       {"memory: {scale: -1}", "memory.scale must be finite and >= 0"},
       {"dropout: 1.0", "key 'dropout' must be in [0, 1)"},
-      {"memory: {index: {factory: ''}}", "memory.index.factory is empty"},
+      {"memory: {index: {factory: ''}}", "key 'memory.index.factory' is empty"},
       {"memory: {index: {nprobe: -2}}", "must be >= 0"},
   };
   for (const auto& bad : cases) {

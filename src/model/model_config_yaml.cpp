@@ -1,5 +1,7 @@
 #include "model/model_config_yaml.h"
 
+#include "index/index_config_yaml.h"
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -13,16 +15,6 @@ namespace kvtune {
 
 namespace {
 
-void read_index(YamlReader r, IndexConfig& index) {
-  r.get("factory", index.factory)
-      .get("nprobe", index.nprobe)
-      .get("ef_search", index.ef_search)
-      .get("rebuild_interval", index.rebuild_interval)
-      .get("train_size", index.train_size)
-      .get("seed", index.seed);
-  r.finish();
-}
-
 void read_memory(YamlReader r, MemoryConfig& memory) {
   r.get("heads", memory.heads)
       .get("key_dim", memory.key_dim)
@@ -32,7 +24,8 @@ void read_memory(YamlReader r, MemoryConfig& memory) {
       .get("estimator", memory.attention.estimator)
       .get("k", memory.attention.k)
       .get("scale", memory.attention.scale);
-  read_index(r.child("index"), memory.index);
+  YamlReader index = r.child("index");
+  memory.index = index_config_from_yaml(index);
   r.finish();
 }
 
@@ -72,14 +65,7 @@ ModelConfig load_model_config(const std::string& path) {
 }
 
 YAML::Node to_yaml(const ModelConfig& config) {
-  YAML::Node index;
-  const IndexConfig& ic = config.memory.index;
-  index["factory"] = ic.factory;
-  index["nprobe"] = ic.nprobe;
-  index["ef_search"] = ic.ef_search;
-  index["rebuild_interval"] = ic.rebuild_interval;
-  index["train_size"] = ic.train_size;
-  index["seed"] = ic.seed;
+  const YAML::Node index = to_yaml(config.memory.index);
 
   YAML::Node memory;
   const MemoryConfig& mc = config.memory;
@@ -161,13 +147,7 @@ void validate(const ModelConfig& c, const std::string& where) {
   KVT_CHECK(std::isfinite(c.memory.attention.scale) && c.memory.attention.scale >= 0.0, where,
             ": memory.scale must be finite and >= 0 (0 means sqrt(key_dim)), got ",
             c.memory.attention.scale);
-  const IndexConfig& ic = c.memory.index;
-  KVT_CHECK(!ic.factory.empty(), where,
-            ": memory.index.factory is empty: name a faiss factory string such as Flat");
-  KVT_CHECK(ic.nprobe >= 0 && ic.ef_search >= 0 && ic.rebuild_interval >= 0 && ic.train_size >= 0,
-            where,
-            ": memory.index nprobe, ef_search, rebuild_interval and train_size must be >= 0 "
-            "(0 keeps the default)");
+  validate(c.memory.index, where, "memory.index");
 }
 
 }  // namespace kvtune
