@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "model/model_config_yaml.h"
 #include "train/recipe_io.h"
 #include "train/trainer.h"
 
@@ -28,6 +29,11 @@ std::string default_configs_dir(const std::string& recipe) {
 Recipe load(const RunArgs& a) {
   const std::string configs = a.configs.empty() ? default_configs_dir(a.recipe) : a.configs;
   Recipe r = load_recipe(a.recipe, a.sets, configs);
+  // Fine-tuning uses the base's own model: validate the recipe against that, not `model:`.
+  const auto base_config = fs::path(r.base) / "model" / "config.yaml";
+  if (r.mode == "finetune" && fs::is_regular_file(base_config)) {
+    r.model_config = load_model_config(base_config.string());
+  }
   validate_recipe(r, a.recipe);
   return r;
 }
