@@ -18,11 +18,16 @@ namespace kvtune::test {
 // Relative tolerances, declared once (CTranslate2 style).
 inline double rel_tol(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat64: return 1e-6;
-    case torch::kFloat32: return 1e-5;
-    case torch::kBFloat16: return 4e-2;
-    case torch::kFloat16: return 1e-2;
-    default: return 0.0;
+    case torch::kFloat64:
+      return 1e-6;
+    case torch::kFloat32:
+      return 1e-5;
+    case torch::kBFloat16:
+      return 4e-2;
+    case torch::kFloat16:
+      return 1e-2;
+    default:
+      return 0.0;
   }
 }
 
@@ -68,6 +73,8 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-inline std::string source_dir() { return KVTUNE_SOURCE_DIR; }
+inline std::string source_dir() {
+  return KVTUNE_SOURCE_DIR;
+}
 
 }  // namespace kvtune::test

@@ -7,8 +7,8 @@
 
 #include "common/check.h"
 #include "index/index_config_yaml.h"
-#include "train/corpus.h"
 #include "model/model_config_yaml.h"
+#include "train/corpus.h"
 #include "train/recipe_io.h"
 
 namespace kvtune {
