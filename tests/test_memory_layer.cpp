@@ -44,10 +44,10 @@ TEST(MemoryLayer, ForwardBackwardOverFrozenAndTrainableBanks) {
   EXPECT_FALSE(base->bank().keys.grad().defined());
   EXPECT_FALSE(base->bank().values.grad().defined());
   const auto ids = layer->last_ids();
-  const bool domain_hit = (ids >= 300).any().item<bool>();
-  if (domain_hit) {
-    EXPECT_TRUE(domain->bank().values.grad().is_sparse());
-  }
+  // 77 of 377 keys are the domain's: about 50 of the 252 retrievals land there.
+  ASSERT_TRUE((ids >= 300).any().item<bool>()) << "no retrieval hit the domain bank";
+  EXPECT_TRUE(domain->bank().keys.grad().is_sparse());
+  EXPECT_TRUE(domain->bank().values.grad().is_sparse());
   // Usage counts every retrieval exactly once, in the bank it came from.
   const int64_t total =
       base->bank().usage.sum().item<int64_t>() + domain->bank().usage.sum().item<int64_t>();

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "bank/bank_io.h"
 #include "model/model_io.h"
@@ -67,7 +70,8 @@ class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
-    const auto r = micro_recipe("pretrain");
+    auto r = micro_recipe("pretrain");
+    r.train.eval_every = 3;
     pretrain(r, base(), /*resume=*/false);
   }
   static void TearDownTestSuite() { delete dir_; }
@@ -81,6 +85,17 @@ TEST_F(TrainerTest, PretrainWritesAModelFolder) {
   EXPECT_TRUE(fs::exists(base() + "/model/model.pt"));
   EXPECT_TRUE(fs::exists(base() + "/metrics.jsonl"));
   EXPECT_TRUE(fs::exists(base() + "/recipe.yaml"));
+  // Periodic and final evaluations are logged under the set they measure.
+  std::ifstream in(base() + "/metrics.jsonl");
+  int evals = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("eval")) continue;
+    ++evals;
+    EXPECT_FALSE(j["eval"].contains("domain")) << line;
+    EXPECT_GT(j["eval"]["general"]["tokens"].get<int64_t>(), 0) << line;
+  }
+  EXPECT_EQ(evals, 3);  // steps 3 and 6 (eval_every 3), then the final one
 }
 
 TEST_F(TrainerTest, MemoryFinetuneLeavesTheFrozenBaseUnchanged) {

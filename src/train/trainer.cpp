@@ -70,15 +70,20 @@ torch::Tensor lm_loss(TransformerLM& model, const torch::Tensor& batch) {
                                               targets.reshape({-1}));
 }
 
-EvalPair evaluate(TransformerLM& model, const LmDataset& domain, const LmDataset* general,
-                  const TrainConfig& t) {
+// Held-out sets evaluated during and after training, by name ("domain", "general").
+using EvalSets = std::vector<std::pair<std::string, const LmDataset*>>;
+
+LmMetrics evaluate(TransformerLM& model, const LmDataset& data, const TrainConfig& t) {
   model->eval();
   auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
-  EvalPair e;
-  e.domain = evaluate_lm(fn, domain, t.eval_batches, t.batch_size);
-  if (general != nullptr) e.general = evaluate_lm(fn, *general, t.eval_batches, t.batch_size);
+  const auto m = evaluate_lm(fn, data, t.eval_batches, t.batch_size);
   model->train();
-  return e;
+  return m;
+}
+
+EvalPair evaluate(TransformerLM& model, const LmDataset& domain, const LmDataset& general,
+                  const TrainConfig& t) {
+  return {evaluate(model, domain, t), evaluate(model, general, t)};
 }
 
 double lr_at(const OptimConfig& o, int64_t step, int64_t total, double base) {
@@ -183,8 +188,7 @@ int64_t load_checkpoint(const std::string& path, TrainState& s, torch::optim::Ad
 
 // The training loop shared by pretraining and fine-tuning.
 TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
-                        const std::string& out_dir, bool resume, const LmDataset* domain_eval,
-                        const LmDataset* general_eval) {
+                        const std::string& out_dir, bool resume, const EvalSets& evals) {
   const auto& o = r.optim;
   const auto& t = r.train;
   torch::optim::AdamW dense_opt(s.dense,
@@ -242,11 +246,10 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
                  {"tokens_per_second", progress.tokens_per_second()},
                  {"elapsed_seconds", progress.elapsed_seconds()}});
     }
-    if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && domain_eval != nullptr) {
-      const auto e = evaluate(s.model, *domain_eval, general_eval, t);
-      log.write(
-          {{"step", step + 1},
-           {"eval", {{"domain", metrics_json(e.domain)}, {"general", metrics_json(e.general)}}}});
+    if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !evals.empty()) {
+      nlohmann::json e;
+      for (const auto& [name, set] : evals) e[name] = metrics_json(evaluate(s.model, *set, t));
+      log.write({{"step", step + 1}, {"eval", e}});
     }
     if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
       save_checkpoint(checkpoint, step + 1, s, dense_opt, sparse_opt.get());
@@ -341,15 +344,15 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
     s.bank_params.push_back(bank->bank().values);
     s.banks.push_back(bank);
   }
-  auto outcome = train_loop(r, s, *data.train, out_dir, resume, data.held_out.get(), nullptr);
+  auto outcome = train_loop(r, s, *data.train, out_dir, resume, {{"general", data.held_out.get()}});
   if (outcome.steps < r.train.steps) return outcome;
   for (auto& b : s.banks) b->set_trainable(false);
   save_model((fs::path(out_dir) / "model").string(), s.model, r.model_config, tokenizer);
-  const auto e = evaluate(s.model, *data.held_out, nullptr, r.train);
+  const auto general = evaluate(s.model, *data.held_out, r.train);
   JsonlLog((fs::path(out_dir) / "metrics.jsonl").string(), true)
-      .write({{"step", outcome.steps}, {"eval", {{"general", metrics_json(e.domain)}}}});
-  std::cerr << "general held-out: loss " << e.domain.loss << ", token accuracy "
-            << e.domain.token_accuracy << "\n";
+      .write({{"step", outcome.steps}, {"eval", {{"general", metrics_json(general)}}}});
+  std::cerr << "general held-out: loss " << general.loss << ", token accuracy "
+            << general.token_accuracy << "\n";
   return outcome;
 }
 
@@ -368,7 +371,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   s.model = loaded.model;
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
   FinetuneOutcome out;
-  out.before = evaluate(s.model, *domain.held_out, general.held_out.get(), r.train);
+  out.before = evaluate(s.model, *domain.held_out, *general.held_out, r.train);
 
   if (r.method == "memory") {
     auto layers = s.model->memory_layers();
@@ -402,10 +405,10 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
     KVT_THROW("unknown method '", r.method, "': choose memory, full or lora");
   }
 
-  out.train = train_loop(r, s, *domain.train, out_dir, resume, domain.held_out.get(),
-                         general.held_out.get());
+  out.train = train_loop(r, s, *domain.train, out_dir, resume,
+                         {{"domain", domain.held_out.get()}, {"general", general.held_out.get()}});
   if (out.train.steps < r.train.steps) return out;
-  out.after = evaluate(s.model, *domain.held_out, general.held_out.get(), r.train);
+  out.after = evaluate(s.model, *domain.held_out, *general.held_out, r.train);
 
   const std::string model_dir = (fs::path(out_dir) / "model").string();
   if (r.method == "lora") merge_lora(s.model);
