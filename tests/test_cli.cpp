@@ -105,3 +105,27 @@ TEST(Cli, BadInputIsANonZeroExitWithAMessage) {
 
 }  // namespace
 }  // namespace kvtune
+
+namespace kvtune {
+namespace {
+
+TEST(Cli, EvalAndCompareRefuseBadArguments) {
+  test::TempDir dir;
+  auto r = kvtune("eval --model " + dir.file("missing") + " --data wn");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.output, HasSubstr("missing"));
+  r = kvtune("eval --data wn");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.output, HasSubstr("--model"));
+  r = kvtune("compare " + dir.file("none.yaml"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.output, HasSubstr("none.yaml"));
+  r = kvtune("compare " + test::source_dir() + "/recipes/foldoc.yaml --methods memory,adam --out " +
+             dir.file("c"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.output, HasSubstr("unknown method 'adam'"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("c")));
+}
+
+}  // namespace
+}  // namespace kvtune

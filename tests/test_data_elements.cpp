@@ -91,8 +91,15 @@ TEST(DataElements, ParsesTheInstalledTable) {
 TEST(DataElements, RendersStatementsAndQuestionsFromTheTable) {
   const Element iron{"Iron", "Fe", 26, "55.847"};
   EXPECT_THAT(element_statements(iron),
-              ElementsAre("The symbol of Iron is Fe.", "Iron has atomic number 26.",
+              ElementsAre("The symbol of Iron is Fe.", "Fe stands for Iron.",
+                          "Iron has atomic number 26.", "Atomic number 26 belongs to Iron.",
                           "The atomic weight of Iron is 55.847."));
+  EXPECT_THAT(element_answered_questions(iron),
+              ElementsAre("Which element has the chemical symbol Fe? Answer: Iron",
+                          "What is the chemical symbol for iron? Answer: Fe",
+                          "What is the atomic number of iron? Answer: 26",
+                          "Which element's atomic number is 26? Answer: Iron",
+                          "How heavy is an atom of iron, in atomic mass units? Answer: 55.847"));
   EXPECT_THAT(
       element_questions(iron),
       ElementsAre(Pair("Which element has the chemical symbol Fe? Answer:", " Iron"),
@@ -103,7 +110,7 @@ TEST(DataElements, RendersStatementsAndQuestionsFromTheTable) {
   // A bracketed weight is a mass number, not an atomic weight: nothing is said about it.
   const Element actinium{"Actinium", "Ac", 89, "(227)"};
   EXPECT_FALSE(has_plain_weight(actinium));
-  EXPECT_EQ(element_statements(actinium).size(), 2u);
+  EXPECT_EQ(element_statements(actinium).size(), 4u);
   EXPECT_EQ(element_questions(actinium).size(), 4u);
 }
 

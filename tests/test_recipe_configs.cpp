@@ -250,7 +250,7 @@ TEST(RecipeCorpus, TextJsonlAndElements) {
   EXPECT_THAT(error_of([&] { load_corpus(jsonl, -1); }), HasSubstr("must be >= 0"));
   if (!dictd_installed({"elements"})) GTEST_SKIP() << "dict-elements is not installed";
   const auto facts = load_corpus(kElementsFacts, 0);
-  EXPECT_EQ(facts.size(), 322u);  // docs/data.md: 322 statements over 116 elements
+  EXPECT_EQ(facts.size(), 857u);  // docs/data.md: 554 statements + 303 answered questions
   EXPECT_EQ(facts[0].headword, "Hydrogen");
   EXPECT_THAT(facts[0].text, HasSubstr("Hydrogen"));
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bank/bank_io.h"
+#include "common/check.h"
 #include "model/model_io.h"
 #include "test_util.h"
 #include "train/run_model.h"
@@ -133,6 +134,80 @@ TEST_F(TrainerTest, MemoryFinetuneLeavesTheFrozenBaseUnchanged) {
                            layers_before[0]->banks()[0]->bank().values));
   EXPECT_GT(layers_after[0]->banks()[1]->bank().values.abs().sum().item<double>(), 0.0);
   EXPECT_TRUE(fs::exists(out + "/report.json"));
+  EXPECT_TRUE(fs::exists(out + "/report.md"));
+}
+
+TEST_F(TrainerTest, ReportHoldsEverySetBeforeAndAfterWithTheDomainHookMerged) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  const auto out = dir_->file("ft-report");
+  int calls = 0;
+  const auto o = finetune(r, out, false, [&](TransformerLM& model, const Tokenizer&) {
+    EXPECT_FALSE(model->is_training());
+    return nlohmann::json{{"exact_match", 0.25 * ++calls}};
+  });
+  EXPECT_EQ(calls, 2);  // before and after
+  std::ifstream in(out + "/report.json");
+  const auto report = nlohmann::json::parse(in);
+  EXPECT_EQ(report, o.report);
+  for (const char* set : {"domain", "general"}) {
+    for (const char* when : {"before", "after"}) {
+      const auto& m = report[set][when];
+      for (const char* key : {"token_accuracy", "loss", "bits_per_byte", "examples"}) {
+        EXPECT_TRUE(m.contains(key)) << set << " " << when << " " << key;
+      }
+      EXPECT_GT(m["bits_per_byte"].get<double>(), 0.0);
+    }
+  }
+  EXPECT_EQ(report["domain"]["before"]["exact_match"].get<double>(), 0.25);
+  EXPECT_EQ(report["domain"]["after"]["exact_match"].get<double>(), 0.5);
+  EXPECT_FALSE(report["general"]["after"].contains("exact_match"));
+  EXPECT_GT(report["peak_memory_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(report["trainable_parameters"].get<int64_t>(), o.train.trainable_parameters);
+}
+
+TEST_F(TrainerTest, ABankFromAnotherModelIsRefused) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  const auto out = dir_->file("ft-fingerprint");
+  finetune(r, out, false);
+  const std::string bank = out + "/model/" + domain_bank_file(0);
+  EXPECT_EQ(read_bank(bank).meta.memory_layer, 0);
+
+  // The run's own base takes it (the fingerprint covers config and base bank keys).
+  auto same = load_model(base() + "/model");
+  attach_bank_file(same.model, bank);
+  EXPECT_EQ(same.model->memory_layers()[0]->banks().size(), 2u);
+
+  // The same config with other base keys: refused, and nothing attached.
+  TransformerLM other(micro_recipe("pretrain").model_config);
+  other->attach_base_banks(/*seed=*/999);
+  const std::string message = [&] {
+    try {
+      attach_bank_file(other, bank);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  }();
+  EXPECT_THAT(message, ::testing::HasSubstr("was trained for model"));
+  EXPECT_THAT(message, ::testing::HasSubstr(model_fingerprint(other)));
+  EXPECT_EQ(other->memory_layers()[0]->banks().size(), 1u);
+
+  // A bank made without a model, and one naming a layer the model lacks.
+  auto b = read_bank(bank);
+  b.meta.model_fingerprint.clear();
+  write_bank(dir_->file("no-fingerprint.h5"), b);
+  EXPECT_THROW(attach_bank_file(same.model, dir_->file("no-fingerprint.h5")), Error);
+  b = read_bank(bank);
+  b.meta.memory_layer = 5;
+  write_bank(dir_->file("layer5.h5"), b);
+  try {
+    attach_bank_file(same.model, dir_->file("layer5.h5"));
+    ADD_FAILURE() << "a bank for memory layer 5 was attached";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("memory layer 5"));
+  }
 }
 
 TEST_F(TrainerTest, ResumeReachesTheSameWeightsAsAnUninterruptedRun) {

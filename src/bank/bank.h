@@ -21,6 +21,10 @@ struct BankMeta {
   double score_scale = 0.0;   // scores are score_scale * cos(q, k); 0 means sqrt(key_dim)
   std::string provenance;     // free text (JSON by convention): where the slots came from
   std::string index_factory;  // faiss factory string of the index saved beside the bank, or ""
+  // The model the bank was trained for (model_io.h: model_fingerprint) and the memory layer it
+  // attaches to; "" and -1 for a bank made without a model (`kvtune bank create`).
+  std::string model_fingerprint;
+  int64_t memory_layer = -1;
 };
 
 struct Bank {

@@ -177,6 +177,10 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
   m.score_scale = read_float_attr(f, path, "score_scale").value_or(0.0);
   m.provenance = read_string_attr(f, path, "provenance").value_or("");
   m.index_factory = read_string_attr(f, path, "index_factory").value_or("");
+  m.model_fingerprint = read_string_attr(f, path, "model_fingerprint").value_or("");
+  m.memory_layer = read_int_attr(f, path, "memory_layer").value_or(-1);
+  KVT_CHECK(m.memory_layer >= -1, path, ": attribute memory_layer is ", m.memory_layer,
+            ", expected a layer index >= 0 (or -1: none)");
   return bank;
 }
 
@@ -209,6 +213,7 @@ void write_bank(const std::string& path, const Bank& bank) {
   check_no_nul("name", m.name);
   check_no_nul("provenance", m.provenance);
   check_no_nul("index_factory", m.index_factory);
+  check_no_nul("model_fingerprint", m.model_fingerprint);
   torch::NoGradGuard no_grad;
   const auto host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous(); };
 
@@ -232,6 +237,9 @@ void write_bank(const std::string& path, const Bank& bank) {
                       &m.score_scale);
     write_string_attr(f, "provenance", m.provenance);
     write_string_attr(f, "index_factory", m.index_factory);
+    write_string_attr(f, "model_fingerprint", m.model_fingerprint);
+    write_scalar_attr(f, "memory_layer", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
+                      &m.memory_layer);
     write_string_attr(f, "kvtune_version", KVTUNE_VERSION);
 
     detail::write_dataset(f, "keys", host(bank.keys));

@@ -7,5 +7,7 @@ namespace kvtune::cli {
 
 void add_bank_commands(CLI::App& app);
 void add_train_commands(CLI::App& app);
+void add_eval_commands(CLI::App& app);
+void add_compare_commands(CLI::App& app);
 
 }  // namespace kvtune::cli

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] { kvtune::set_num_threads(threads); });
   kvtune::cli::add_bank_commands(app);
   kvtune::cli::add_train_commands(app);
+  kvtune::cli::add_eval_commands(app);
+  kvtune::cli::add_compare_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "common/check.h"
 #include "model/model_config_yaml.h"
+#include "eval/evaluate.h"
 #include "train/recipe_io.h"
 #include "train/trainer.h"
 
@@ -77,13 +78,23 @@ void add_train_commands(CLI::App& app) {
       ->callback([fine] {
         const Recipe r = load(*fine);
         const auto dir = out_dir(*fine, r);
-        const auto o = finetune(r, dir, fine->resume);
+        const auto o = finetune(r, dir, fine->resume, domain_metrics_for(r));
         std::printf("fine-tuned %s (method %s): %lld steps in %.1f s, %lld trainable parameters\n",
                     r.name.c_str(), r.method.c_str(), static_cast<long long>(o.train.steps),
                     o.train.seconds, static_cast<long long>(o.train.trainable_parameters));
         print_pair(("domain (" + r.data.domain + ")").c_str(), o.before.domain, o.after.domain);
         print_pair("general", o.before.general, o.after.general);
-        std::printf("report: %s/report.json\n", dir.c_str());
+        if (o.report.contains("domain") && o.report["domain"]["after"].contains("exact_match")) {
+          const auto& b = o.report["domain"]["before"];
+          const auto& af = o.report["domain"]["after"];
+          std::printf("exact match, trained facts %.2f%% -> %.2f%%; untrained (control) %.2f%% -> "
+                      "%.2f%% (chance %.2f%%)\n",
+                      100 * b["exact_match"].get<double>(), 100 * af["exact_match"].get<double>(),
+                      100 * b["exact_match_control"].get<double>(),
+                      100 * af["exact_match_control"].get<double>(),
+                      100 * af["chance"].get<double>());
+        }
+        std::printf("report: %s/report.json, %s/report.md\n", dir.c_str(), dir.c_str());
       });
 }
 

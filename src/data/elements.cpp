@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "data/dictd_reader.h"
+#include "data/split.h"
 #include "data/text_clean.h"
 
 namespace kvtune {
@@ -26,7 +27,9 @@ struct Rendering {
 // right answer shows recall of the fact, not of the training sentence.
 constexpr Rendering kRenderings[] = {
     {Fact::kSymbol, Use::kStatement, "The symbol of {Name} is {symbol}.", ""},
+    {Fact::kSymbol, Use::kStatement, "{symbol} stands for {Name}.", ""},
     {Fact::kNumber, Use::kStatement, "{Name} has atomic number {number}.", ""},
+    {Fact::kNumber, Use::kStatement, "Atomic number {number} belongs to {Name}.", ""},
     {Fact::kWeight, Use::kStatement, "The atomic weight of {Name} is {weight}.", ""},
     {Fact::kSymbol, Use::kQuestion,
      "Which element has the chemical symbol {symbol}? Answer:", " {Name}"},
@@ -182,6 +185,16 @@ std::vector<std::pair<std::string, std::string>> element_questions(const Element
       out.emplace_back(render(r.text, element), render(r.answer, element));
     }
   }
+  return out;
+}
+
+bool teaches_answer_format(const Element& element) {
+  return headword_unit(element.name, kAnswerFormatSalt) < 0.5;
+}
+
+std::vector<std::string> element_answered_questions(const Element& element) {
+  std::vector<std::string> out;
+  for (const auto& [prompt, answer] : element_questions(element)) out.push_back(prompt + answer);
   return out;
 }
 

@@ -4,6 +4,7 @@
 // learned the fact rather than the sentence.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -39,11 +40,26 @@ std::vector<Element> read_elements(const std::string& dictd_name = "elements");
 // state such weights: a bracketed value is the mass number of the most stable isotope.
 bool has_plain_weight(const Element& element);
 
-// Training sentences: "The symbol of Iron is Fe.", "Iron has atomic number 26.", ...
+// Training sentences, each fact in both directions where a question asks it both ways:
+// "The symbol of Iron is Fe.", "Fe stands for Iron.", "Iron has atomic number 26.",
+// "Atomic number 26 belongs to Iron.", "The atomic weight of Iron is 55.847." (a model trained
+// on "A is B" alone does not learn "B is A": the reversal curse).
 std::vector<std::string> element_statements(const Element& element);
 
 // (prompt, expected answer) pairs, answers with a leading space:
 // ("Which element has the chemical symbol Fe? Answer:", " Iron"), ...
 std::vector<std::pair<std::string, std::string>> element_questions(const Element& element);
+
+// Question-answer documents ("Which element has the chemical symbol Fe? Answer: Iron"), one per
+// question: the fact corpus shows them for half of the elements, so that a model learns how a
+// question is answered; the other half's questions test recall of facts seen only as statements.
+std::vector<std::string> element_answered_questions(const Element& element);
+
+// Salt of the hash that picks the elements whose answered questions are trained on.
+inline constexpr uint64_t kAnswerFormatSalt = 0x5eedfac75ull;
+
+// True for the half of the elements (by a fixed hash of the name) whose answered questions are
+// part of the "elements-facts" corpus.
+bool teaches_answer_format(const Element& element);
 
 }  // namespace kvtune

@@ -10,6 +10,9 @@ struct TextEntry {
   // The train/held-out split is decided on this (see split.h).
   std::string headword;
   std::string text;
+  // Whether documents built from the entry open with "headword: " (dictionary entries do;
+  // the element statements and question-answer pairs name their subject in the text itself).
+  bool show_headword = true;
 };
 
 }  // namespace kvtune

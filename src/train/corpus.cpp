@@ -110,7 +110,11 @@ std::vector<TextEntry> load_corpus(const std::string& name_or_path, int64_t max_
       break;
     case CorpusKind::kElementsFacts:
       for (const Element& e : read_elements()) {
-        for (auto& s : element_statements(e)) entries.push_back({e.name, std::move(s)});
+        for (auto& s : element_statements(e)) entries.push_back({e.name, std::move(s), false});
+        if (!teaches_answer_format(e)) continue;
+        for (auto& qa : element_answered_questions(e)) {
+          entries.push_back({e.name, std::move(qa), false});
+        }
       }
       break;
     case CorpusKind::kPlainText:

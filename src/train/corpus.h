@@ -37,8 +37,10 @@ void check_corpus_available(const std::string& name_or_path, const std::string& 
 // Reads the corpus:
 //  - a dictd name ("wn", "gcide", "foldoc", "jargon", "elements"): read_dictd_named, one entry
 //    per dictionary entry;
-//  - "elements-facts": one entry per statement of element_statements, headword the element's
-//    name (so all statements of an element fall on the same side of the split);
+//  - "elements-facts": per element, every statement of element_statements and, for the half of
+//    the elements picked by teaches_answer_format, every answered question
+//    (element_answered_questions); headword the element's name (so all documents of an element
+//    fall on the same side of the split), shown in none of them;
 //  - a .txt path: read_plain_text; a .jsonl path: read_jsonl with field "text".
 // max_entries > 0 keeps that many entries, chosen by a hash of the headword (a uniform sample,
 // the same on every run, independent of the train/held-out split), in their original order;

@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/resources.h"
 #include "common/threads.h"
 #include "data/split.h"
 #include "model/byte_tokenizer.h"
@@ -23,6 +25,7 @@
 #include "train/recipe_io.h"
 #include "train/run_model.h"
 #include "train/sparse_row_adam.h"
+#include "train/text_data.h"
 
 namespace kvtune {
 namespace fs = std::filesystem;
@@ -30,37 +33,6 @@ namespace fs = std::filesystem;
 namespace {
 
 int64_t g_stop_after = 0;
-
-// Each entry becomes one document: bos, "headword: text", eos.
-std::vector<std::vector<int64_t>> tokenize(const std::vector<TextEntry>& entries,
-                                           const Tokenizer& tok) {
-  std::vector<std::vector<int64_t>> docs;
-  docs.reserve(entries.size());
-  for (const auto& e : entries) {
-    const std::string text = e.headword.empty() ? e.text : e.headword + ": " + e.text;
-    docs.push_back(tok.encode(text, /*add_bos=*/true, /*add_eos=*/true));
-  }
-  return docs;
-}
-
-struct SplitData {
-  std::unique_ptr<LmDataset> train, held_out;
-};
-
-SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
-                     const Tokenizer& tok) {
-  std::vector<TextEntry> train, held_out;
-  for (const auto& name : corpora) {
-    const auto split =
-        split_entries(load_corpus(name, data.max_entries), data.held_out_fraction, data.split_salt);
-    train.insert(train.end(), split.train.begin(), split.train.end());
-    held_out.insert(held_out.end(), split.held_out.begin(), split.held_out.end());
-  }
-  SplitData s;
-  s.train = std::make_unique<LmDataset>(tokenize(train, tok), data.seq_len);
-  s.held_out = std::make_unique<LmDataset>(tokenize(held_out, tok), data.seq_len);
-  return s;
-}
 
 torch::Tensor lm_loss(TransformerLM& model, const torch::Tensor& batch) {
   const auto inputs = batch.narrow(1, 0, batch.size(1) - 1);
@@ -73,17 +45,18 @@ torch::Tensor lm_loss(TransformerLM& model, const torch::Tensor& batch) {
 // Held-out sets evaluated during and after training, by name ("domain", "general").
 using EvalSets = std::vector<std::pair<std::string, const LmDataset*>>;
 
-LmMetrics evaluate(TransformerLM& model, const LmDataset& data, const TrainConfig& t) {
+LmMetrics evaluate(TransformerLM& model, const LmDataset& data, const TrainConfig& t,
+                   const torch::Tensor& token_bytes) {
   model->eval();
   auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
-  const auto m = evaluate_lm(fn, data, t.eval_batches, t.batch_size);
+  const auto m = evaluate_lm(fn, data, t.eval_batches, t.batch_size, token_bytes);
   model->train();
   return m;
 }
 
 EvalPair evaluate(TransformerLM& model, const LmDataset& domain, const LmDataset& general,
-                  const TrainConfig& t) {
-  return {evaluate(model, domain, t), evaluate(model, general, t)};
+                  const TrainConfig& t, const torch::Tensor& token_bytes) {
+  return {evaluate(model, domain, t, token_bytes), evaluate(model, general, t, token_bytes)};
 }
 
 double lr_at(const OptimConfig& o, int64_t step, int64_t total, double base) {
@@ -99,6 +72,7 @@ struct TrainState {
   std::vector<torch::Tensor> dense;
   std::vector<std::shared_ptr<IndexedBank>> banks;  // banks whose tensors train
   std::vector<torch::Tensor> bank_params;           // keys/values that require grad, in order
+  torch::Tensor token_bytes;                        // token_byte_lengths of the tokenizer
 };
 
 class JsonlLog {
@@ -115,10 +89,6 @@ class JsonlLog {
  private:
   std::ofstream out_;
 };
-
-nlohmann::json metrics_json(const LmMetrics& m) {
-  return {{"loss", m.loss}, {"token_accuracy", m.token_accuracy}, {"tokens", m.tokens}};
-}
 
 void save_checkpoint(const std::string& path, int64_t step, TrainState& s,
                      torch::optim::AdamW& dense_opt, SparseRowAdam* sparse_opt) {
@@ -248,7 +218,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
     }
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !evals.empty()) {
       nlohmann::json e;
-      for (const auto& [name, set] : evals) e[name] = metrics_json(evaluate(s.model, *set, t));
+      for (const auto& [name, set] : evals) e[name] = to_json(evaluate(s.model, *set, t, s.token_bytes));
       log.write({{"step", step + 1}, {"eval", e}});
     }
     if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
@@ -317,7 +287,90 @@ torch::Tensor domain_keys(const Recipe& r, TransformerLM& model, MemoryLayer& la
   return (keys / keys.norm(2, 1, true).clamp_min(1e-12)).contiguous();
 }
 
+std::string percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * v);
+  return buf;
+}
+
+std::string fixed(double v, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// Text safe inside a Markdown table cell.
+std::string cell(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string report_markdown(const nlohmann::json& report) {
+  struct Row {
+    const char* key;
+    const char* label;
+    bool is_fraction;  // shown as a percentage, change in points
+  };
+  const Row rows[] = {{"token_accuracy", "token accuracy", true},
+                      {"loss", "loss (nats/token)", false},
+                      {"bits_per_byte", "bits per byte", false},
+                      {"exact_match", "exact match, trained facts", true},
+                      {"exact_match_control", "exact match, untrained facts (control)", true}};
+  std::ostringstream md;
+  md << "# Fine-tuning report: " << report.value("recipe", std::string("?")) << " (method "
+     << report.value("method", std::string("?")) << ")\n\n";
+  md << report.value("steps", 0) << " steps, " << report.value("trainable_parameters", 0)
+     << " trainable parameters, " << fixed(report.value("wall_seconds", 0.0), 1)
+     << " s of training, peak memory "
+     << fixed(double(report.value("peak_memory_bytes", int64_t{0})) / (1 << 20), 0) << " MiB.\n\n";
+  md << "| set | metric | before | after | change |\n|---|---|---|---|---|\n";
+  for (const char* set : {"domain", "general"}) {
+    if (!report.contains(set)) continue;
+    std::string name = set;
+    if (report.contains("sets")) {
+      std::string corpora;
+      const auto& named = report["sets"][set];
+      for (const auto& c : named.is_array() ? named : nlohmann::json::array({named})) {
+        corpora += (corpora.empty() ? "" : ", ") + c.get<std::string>();
+      }
+      name += " (" + corpora + ")";
+    }
+    const auto& before = report[set]["before"];
+    const auto& after = report[set]["after"];
+    for (const auto& row : rows) {
+      if (!before.contains(row.key) || !after.contains(row.key)) continue;
+      const double b = before[row.key].get<double>(), a = after[row.key].get<double>();
+      md << "| " << name << " | " << row.label << " | "
+         << (row.is_fraction ? percent(b) : fixed(b, 3)) << " | "
+         << (row.is_fraction ? percent(a) : fixed(a, 3)) << " | "
+         << (row.is_fraction ? (a >= b ? "+" : "") + fixed(100.0 * (a - b), 2) + " points"
+                             : (a >= b ? "+" : "") + fixed(a - b, 3))
+         << " |\n";
+    }
+  }
+  if (report.contains("domain") && report["domain"]["after"].contains("answers")) {
+    md << "\nSample answers after training (trained facts, asked in new words):\n\n";
+    md << "| question | expected | answered |\n|---|---|---|\n";
+    for (const auto& a : report["domain"]["after"]["answers"]) {
+      md << "| " << cell(a["prompt"].get<std::string>()) << " | "
+         << cell(a["expected"].get<std::string>()) << " | "
+         << cell(a["predicted"].get<std::string>()) << (a["correct"].get<bool>() ? "" : " (wrong)")
+         << " |\n";
+    }
+  }
+  return md.str();
+}
 
 void set_stop_after_for_testing(int64_t steps) {
   g_stop_after = steps;
@@ -335,6 +388,7 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
   TrainState s;
   s.model = TransformerLM(r.model_config);
   s.model->attach_base_banks(r.train.seed);
+  s.token_bytes = token_byte_lengths(tokenizer);
   s.dense = s.model->parameters();
   for (auto& layer : s.model->memory_layers()) {
     auto bank = layer->banks().front();
@@ -348,15 +402,16 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
   if (outcome.steps < r.train.steps) return outcome;
   for (auto& b : s.banks) b->set_trainable(false);
   save_model((fs::path(out_dir) / "model").string(), s.model, r.model_config, tokenizer);
-  const auto general = evaluate(s.model, *data.held_out, r.train);
+  const auto general = evaluate(s.model, *data.held_out, r.train, s.token_bytes);
   JsonlLog((fs::path(out_dir) / "metrics.jsonl").string(), true)
-      .write({{"step", outcome.steps}, {"eval", {{"general", metrics_json(general)}}}});
+      .write({{"step", outcome.steps}, {"eval", {{"general", to_json(general)}}}});
   std::cerr << "general held-out: loss " << general.loss << ", token accuracy "
             << general.token_accuracy << "\n";
   return outcome;
 }
 
-FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resume) {
+FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resume,
+                         const DomainMetricsFn& domain_metrics) {
   KVT_CHECK(r.mode == "finetune", "recipe '", r.name, "' has mode '", r.mode,
             "': use `kvtune pretrain` for it");
   set_num_threads(r.train.threads);
@@ -369,9 +424,23 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
 
   TrainState s;
   s.model = loaded.model;
+  s.token_bytes = token_byte_lengths(tokenizer);
+  const std::string fingerprint = model_fingerprint(s.model);
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
+  // Language-model metrics of both sets, plus the domain's extra metrics (exact match).
+  auto measure = [&](EvalPair& pair) {
+    pair = evaluate(s.model, *domain.held_out, *general.held_out, r.train, s.token_bytes);
+    nlohmann::json j = {{"domain", to_json(pair.domain)}, {"general", to_json(pair.general)}};
+    if (domain_metrics) {
+      torch::NoGradGuard no_grad;
+      s.model->eval();
+      j["domain"].update(domain_metrics(s.model, tokenizer));
+      s.model->train();
+    }
+    return j;
+  };
   FinetuneOutcome out;
-  out.before = evaluate(s.model, *domain.held_out, *general.held_out, r.train);
+  const nlohmann::json before = measure(out.before);
 
   if (r.method == "memory") {
     auto layers = s.model->memory_layers();
@@ -383,6 +452,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
       if (r.domain_bank.value_init == "zero") bank.values.zero_();
       bank.meta.score_scale = layer->banks().front()->bank().meta.score_scale;
+      bank.meta.model_fingerprint = fingerprint;
+      bank.meta.memory_layer = static_cast<int64_t>(i);
       bank.meta.provenance =
           nlohmann::json{
               {"recipe", r.name}, {"domain", r.data.domain}, {"key_init", r.domain_bank.key_init}}
@@ -408,7 +479,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   out.train = train_loop(r, s, *domain.train, out_dir, resume,
                          {{"domain", domain.held_out.get()}, {"general", general.held_out.get()}});
   if (out.train.steps < r.train.steps) return out;
-  out.after = evaluate(s.model, *domain.held_out, *general.held_out, r.train);
+  const nlohmann::json after = measure(out.after);
 
   const std::string model_dir = (fs::path(out_dir) / "model").string();
   if (r.method == "lora") merge_lora(s.model);
@@ -431,17 +502,18 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       layers[i]->attach(b);
     }
   }
-  nlohmann::json report = {
+  out.report = {
       {"recipe", r.name},
       {"method", r.method},
       {"steps", out.train.steps},
       {"trainable_parameters", out.train.trainable_parameters},
       {"wall_seconds", out.train.seconds},
-      {"domain",
-       {{"before", metrics_json(out.before.domain)}, {"after", metrics_json(out.after.domain)}}},
-      {"general",
-       {{"before", metrics_json(out.before.general)}, {"after", metrics_json(out.after.general)}}}};
-  write_file_atomic((fs::path(out_dir) / "report.json").string(), report.dump(2) + "\n");
+      {"peak_memory_bytes", peak_rss_bytes()},
+      {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
+      {"domain", {{"before", before["domain"]}, {"after", after["domain"]}}},
+      {"general", {{"before", before["general"]}, {"after", after["general"]}}}};
+  write_file_atomic((fs::path(out_dir) / "report.json").string(), out.report.dump(2) + "\n");
+  write_file_atomic((fs::path(out_dir) / "report.md").string(), report_markdown(out.report));
   return out;
 }
 

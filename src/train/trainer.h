@@ -4,8 +4,13 @@
 // metrics.jsonl, recipe.yaml (the resolved recipe) and, for fine-tuning, report.json.
 #pragma once
 
+#include <functional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "model/tokenizer.h"
+#include "model/transformer.h"
 #include "train/lm_metrics.h"
 #include "train/recipe.h"
 
@@ -29,10 +34,22 @@ struct FinetuneOutcome {
   TrainOutcome train;
   EvalPair before;  // the base model, no domain bank
   EvalPair after;
+  nlohmann::json report;  // what report.json holds (docs/eval.md); empty when interrupted
 };
 
+// Metrics beyond the language-model ones, merged into the domain set's "before" and "after" in
+// report.json: exact match for fact corpora (eval/facts.h). Called without gradient, with the
+// model in eval mode.
+using DomainMetricsFn = std::function<nlohmann::json(TransformerLM&, const Tokenizer&)>;
+
 TrainOutcome pretrain(const Recipe& recipe, const std::string& out_dir, bool resume);
-FinetuneOutcome finetune(const Recipe& recipe, const std::string& out_dir, bool resume);
+
+// Writes report.json and report.md (the same, as a table) into out_dir when training completes.
+FinetuneOutcome finetune(const Recipe& recipe, const std::string& out_dir, bool resume,
+                         const DomainMetricsFn& domain_metrics = {});
+
+// report.json rendered as Markdown: a table of every metric, before, after and change.
+std::string report_markdown(const nlohmann::json& report);
 
 // Stops a run after `steps` optimizer steps as if interrupted (tests of --resume); 0 = off.
 void set_stop_after_for_testing(int64_t steps);

@@ -1,0 +1,153 @@
+// kvtune compare RECIPE [--set key=value]... [--out DIR] [--methods memory,full,lora] [--rerun]
+//
+// Each method runs as its own `kvtune finetune` process, so that its peak memory is its own.
+// A method whose folder already holds a finished run of the same resolved recipe is collected,
+// not run again.
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <cstring>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "common/check.h"
+#include "eval/compare.h"
+#include "train/recipe_io.h"
+
+extern char** environ;
+
+namespace kvtune::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CompareArgs {
+  std::string recipe, out, configs;
+  std::vector<std::string> sets, methods;
+  bool rerun = false;
+  bool plots = true;
+};
+
+std::string configs_dir(const CompareArgs& a) {
+  if (!a.configs.empty()) return a.configs;
+  const auto beside = fs::absolute(a.recipe).parent_path().parent_path() / "configs";
+  return fs::is_directory(beside) ? beside.string() : std::string(KVTUNE_SOURCE_DIR) + "/configs";
+}
+
+std::string resolved_text(const Recipe& r) {
+  return YAML::Dump(recipe_to_yaml(r));
+}
+
+// True when `dir` holds a finished run of exactly this resolved recipe.
+bool finished_run_of(const std::string& dir, const Recipe& expected, const std::string& configs) {
+  const auto recipe_path = fs::path(dir) / "recipe.yaml";
+  if (!fs::is_regular_file(fs::path(dir) / "report.json") || !fs::is_regular_file(recipe_path)) {
+    return false;
+  }
+  try {
+    return resolved_text(load_recipe(recipe_path.string(), {}, configs)) == resolved_text(expected);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+int run_child(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& s : args) argv.push_back(const_cast<char*>(s.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, args[0].c_str(), nullptr, nullptr, argv.data(), environ);
+  KVT_CHECK(rc == 0, "cannot start ", args[0], ": ", std::strerror(rc));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    KVT_CHECK(errno == EINTR, "waitpid failed: ", std::strerror(errno));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void run_compare(const CompareArgs& a) {
+  const std::string configs = configs_dir(a);
+  const Recipe recipe = load_recipe(a.recipe, a.sets, configs);
+  KVT_CHECK(recipe.mode == "finetune", a.recipe, ": mode is '", recipe.mode,
+            "': compare fine-tuning recipes");
+  const std::string out = a.out.empty() ? (fs::path("runs") / ("compare-" + recipe.name)).string()
+                                        : a.out;
+  std::vector<std::string> methods = a.methods.empty() ? compared_methods() : a.methods;
+  for (const auto& m : methods) {
+    KVT_CHECK(std::find(compared_methods().begin(), compared_methods().end(), m) !=
+                  compared_methods().end(),
+              "--methods: unknown method '", m, "': choose from memory, full, lora");
+  }
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  std::vector<MethodRun> runs;
+  for (const auto& method : methods) {
+    const std::string dir = (fs::path(out) / method).string();
+    std::vector<std::string> sets = a.sets;
+    sets.push_back("method=" + method);
+    Recipe expected = load_recipe(a.recipe, sets, configs);
+    if (!a.rerun && finished_run_of(dir, expected, configs)) {
+      std::printf("compare: %s: collecting the finished run in %s\n", method.c_str(), dir.c_str());
+    } else {
+      if (fs::exists(dir)) {
+        KVT_CHECK(a.rerun || !fs::exists(fs::path(dir) / "report.json"), dir,
+                  " holds a finished run of another recipe or settings: use another --out, or "
+                  "--rerun to replace it");
+      }
+      std::vector<std::string> args = {self, "finetune", a.recipe, "--out", dir, "--configs",
+                                       configs};
+      for (const auto& s : sets) {
+        args.push_back("--set");
+        args.push_back(s);
+      }
+      // An unfinished run of the same recipe continues from its checkpoint.
+      if (!a.rerun) args.push_back("--resume");
+      std::printf("compare: %s: running", method.c_str());
+      for (size_t i = 1; i < args.size(); ++i) std::printf(" %s", args[i].c_str());
+      std::printf("\n");
+      std::fflush(stdout);
+      const int rc = run_child(args);
+      KVT_CHECK(rc == 0, "compare: `kvtune finetune` for method ", method, " failed (exit ", rc,
+                "); its output is above");
+    }
+    runs.push_back(read_method_run(method, dir));
+  }
+  const auto comparison = compare_runs(runs);
+  write_comparison(out, runs, comparison);
+  std::cout << compare_markdown(comparison);
+  std::printf("\nwrote %s/compare.json, compare.md and the .tsv tables\n", out.c_str());
+  const std::string plot = std::string(KVTUNE_SOURCE_DIR) + "/tools/plot-compare";
+  if (!a.plots) return;
+  if (!fs::exists(plot)) {
+    std::printf("plots: %s not found; skipped\n", plot.c_str());
+    return;
+  }
+  const int rc = run_child({"/bin/sh", plot, out});
+  if (rc != 0) {
+    std::fprintf(stderr,
+                 "kvtune: warning: %s failed (exit %d): no plots; install gnuplot-nox "
+                 "(tools/setup does)\n",
+                 plot.c_str(), rc);
+  }
+}
+
+}  // namespace
+
+void add_compare_commands(CLI::App& app) {
+  auto a = std::make_shared<CompareArgs>();
+  auto* c = app.add_subcommand(
+      "compare", "Fine-tune one recipe with memory, full and lora; compare gains and forgetting");
+  c->add_option("recipe", a->recipe, "Fine-tuning recipe (recipes/*.yaml)")->required();
+  c->add_option("--set", a->sets, "Override a recipe key for every method (repeatable)");
+  c->add_option("--out", a->out, "Comparison folder (default: runs/compare-NAME)");
+  c->add_option("--configs", a->configs, "Folder of model and index configs");
+  c->add_option("--methods", a->methods, "Methods, comma-separated (default: memory,full,lora)")
+      ->delimiter(',');
+  c->add_flag("--rerun", a->rerun, "Run every method again, replacing finished runs");
+  c->add_flag("!--no-plots", a->plots, "Do not draw the PNG plots");
+  c->callback([a] { run_compare(*a); });
+}
+
+}  // namespace kvtune::cli

@@ -1,0 +1,58 @@
+#include "eval/evaluate.h"
+
+#include "common/check.h"
+#include "eval/facts.h"
+#include "train/corpus.h"
+#include "train/text_data.h"
+
+namespace kvtune {
+
+void validate_eval_request(const EvalRequest& request, const TransformerLM& model) {
+  KVT_CHECK(!request.sets.empty(),
+            "no evaluation set: give --data NAME|PATH (a corpus name such as foldoc, or a .txt or "
+            ".jsonl file)");
+  for (const auto& set : request.sets) check_corpus_available(set, "--data");
+  const auto& d = request.data;
+  KVT_CHECK(d.held_out_fraction > 0 && d.held_out_fraction < 1,
+            "held-out fraction must be in (0, 1), got ", d.held_out_fraction);
+  KVT_CHECK(d.seq_len >= 2 && d.seq_len <= model->config().max_seq_len, "sequence length ",
+            d.seq_len, " must be in [2, ", model->config().max_seq_len,
+            "] (the model's max_seq_len)");
+  KVT_CHECK(d.max_entries >= 0, "max entries must be >= 0 (0 = all), got ", d.max_entries);
+  KVT_CHECK(request.batches >= 0, "batches must be >= 0 (0 = the whole set), got ",
+            request.batches);
+  KVT_CHECK(request.batch_size >= 1, "batch size must be >= 1, got ", request.batch_size);
+}
+
+nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
+                             const EvalRequest& request) {
+  validate_eval_request(request, model);
+  const auto token_bytes = token_byte_lengths(tokenizer);
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& set : request.sets) {
+    const auto split = load_split({set}, request.data, tokenizer);
+    KVT_CHECK(split.held_out->num_eval_windows() > 0, "set '", set, "' has no held-out text under ",
+              "held-out fraction ", request.data.held_out_fraction,
+              ": raise the fraction or use a larger corpus");
+    auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
+    nlohmann::json j = to_json(
+        evaluate_lm(fn, *split.held_out, request.batches, request.batch_size, token_bytes));
+    if (set == kElementsFacts) j.update(evaluate_facts(model, tokenizer, request.data));
+    out[set] = j;
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+DomainMetricsFn domain_metrics_for(const Recipe& recipe) {
+  if (recipe.data.domain != kElementsFacts) return {};
+  const DataConfig data = recipe.data;
+  return [data](TransformerLM& model, const Tokenizer& tokenizer) {
+    return evaluate_facts(model, tokenizer, data);
+  };
+}
+
+}  // namespace kvtune

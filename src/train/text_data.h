@@ -1,0 +1,31 @@
+// Corpora as token streams: the documents a recipe trains on and the held-out sets it is
+// measured on. Shared by the trainer and by `kvtune eval`, so both see the same split.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/text_entry.h"
+#include "model/tokenizer.h"
+#include "train/lm_dataset.h"
+#include "train/recipe.h"
+
+namespace kvtune {
+
+// Each entry becomes one document: bos, "headword: text" (or the text alone when the entry has
+// no headword or does not show it), eos.
+std::vector<std::vector<int64_t>> tokenize_entries(const std::vector<TextEntry>& entries,
+                                                   const Tokenizer& tokenizer);
+
+struct SplitData {
+  std::unique_ptr<LmDataset> train, held_out;
+  int64_t train_documents = 0, held_out_documents = 0;
+};
+
+// The corpora read with load_corpus(name, data.max_entries), each split by headword with
+// (data.held_out_fraction, data.split_salt), sides concatenated in the order given.
+SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
+                     const Tokenizer& tokenizer);
+
+}  // namespace kvtune

@@ -1,0 +1,276 @@
+// Evaluation: held-out metrics against hand-computed cases, batched greedy generation, the fact
+// question sets, method comparisons and their reports.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "data/elements.h"
+#include "data/split.h"
+#include "eval/compare.h"
+#include "eval/facts.h"
+#include "model/byte_tokenizer.h"
+#include "model/generate.h"
+#include "model/transformer.h"
+#include "recipe_test_util.h"
+#include "test_util.h"
+#include "train/corpus.h"
+#include "train/lm_metrics.h"
+#include "train/trainer.h"
+
+namespace kvtune {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(EvalMetrics, CountsMatchAHandComputedCase) {
+  // Three positions over a vocabulary of 4; token 3 is special (no bytes), token 2 two bytes.
+  const auto logits = torch::tensor({2.0, 0.0, 0.0, 0.0,  //
+                                     0.0, 1.0, 3.0, 0.0,  //
+                                     1.0, 0.0, 0.0, 5.0},
+                                    torch::kFloat64)
+                          .reshape({3, 4});
+  const auto targets = torch::tensor({0, 1, 3}, torch::kInt64);
+  const auto token_bytes = torch::tensor({1, 1, 2, 0}, torch::kInt64);
+  const double e = std::exp(1.0);
+  const double nats = (std::log(e * e + 3) - 2) + (std::log(2 + e + e * e * e) - 1) +
+                      (std::log(e + 2 + std::pow(e, 5)) - 5);
+  const auto c = count_predictions(logits, targets, token_bytes);
+  EXPECT_NEAR(c.nats, nats, 1e-12);
+  EXPECT_EQ(c.correct, 2);  // positions 0 and 2; position 1 predicts token 2
+  EXPECT_EQ(c.tokens, 3);
+  EXPECT_EQ(c.bytes, 2);  // 1 + 1 + 0: the special target stands for no text
+
+  LmCounts total = c;
+  total += c;
+  const auto m = metrics_from_counts(total, 7);
+  EXPECT_NEAR(m.loss, nats / 3, 1e-12);
+  EXPECT_NEAR(m.token_accuracy, 2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(m.bits_per_byte, 2 * nats / std::log(2.0) / 4, 1e-12);
+  EXPECT_EQ(m.tokens, 6);
+  EXPECT_EQ(m.bytes, 4);
+  EXPECT_EQ(m.sequences, 7);
+  const auto j = to_json(m);
+  for (const char* key : {"token_accuracy", "loss", "bits_per_byte", "examples"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["examples"].get<int64_t>(), 7);
+
+  // No tokens: zeros, not NaN.
+  const auto empty = metrics_from_counts(LmCounts{}, 0);
+  EXPECT_EQ(empty.loss, 0.0);
+  EXPECT_EQ(empty.bits_per_byte, 0.0);
+  EXPECT_THROW(count_predictions(logits, targets, torch::ones({3}, torch::kInt64)), Error);
+}
+
+TEST(EvalMetrics, ByteTokensStandForOneByteAndSpecialsForNone) {
+  ByteTokenizer tok;
+  const auto lengths = token_byte_lengths(tok);
+  ASSERT_EQ(lengths.numel(), tok.vocab_size());
+  EXPECT_EQ(lengths.narrow(0, 0, 256).sum().item<int64_t>(), 256);
+  EXPECT_EQ(lengths[tok.pad_id()].item<int64_t>(), 0);
+  EXPECT_EQ(lengths[tok.bos_id()].item<int64_t>(), 0);
+  EXPECT_EQ(lengths[tok.eos_id()].item<int64_t>(), 0);
+}
+
+TEST(EvalMetrics, EvaluateLmOfAUniformModelIsLogVocab) {
+  // A model that predicts every token with equal probability has loss ln V on any text and
+  // bits per byte log2(V) when every target is one byte.
+  std::vector<std::vector<int64_t>> docs = {{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}};
+  LmDataset data(docs, 4);
+  const auto bytes = torch::ones({32}, torch::kInt64);
+  auto uniform = [](const torch::Tensor& x) {
+    return torch::zeros({x.size(0), x.size(1), 32}, torch::kFloat32);
+  };
+  const auto m = evaluate_lm(uniform, data, 0, 2, bytes);
+  EXPECT_GT(m.tokens, 0);
+  EXPECT_NEAR(m.loss, std::log(32.0), 1e-6);
+  EXPECT_NEAR(m.bits_per_byte, 5.0, 1e-6);
+}
+
+ModelConfig micro_model() {
+  ModelConfig m;
+  m.name = "micro";
+  m.d_model = 32;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.d_ff = 64;
+  m.max_seq_len = 40;
+  m.memory_blocks = {1};
+  m.memory.heads = 2;
+  m.memory.key_dim = 8;
+  m.memory.value_dim = 8;
+  m.memory.base_bank_size = 128;
+  m.memory.attention.k = 8;
+  return m;
+}
+
+TEST(EvalGenerate, BatchedGreedyEqualsOneByOne) {
+  // Right padding must not change any row: prompts of different lengths in one batch give what
+  // each gives alone.
+  torch::manual_seed(test::fresh_seed());
+  TransformerLM model(micro_model());
+  model->attach_base_banks(3);
+  ByteTokenizer tok;
+  std::vector<std::vector<int64_t>> prompts = {tok.encode("a", true, false),
+                                               tok.encode("hello there", true, false),
+                                               tok.encode("xyz!", true, false)};
+  GenerateOptions o;
+  o.max_new_tokens = 12;
+  o.eos_id = tok.eos_id();
+  o.pad_id = tok.pad_id();
+  const auto together = greedy_continue(model, prompts, o);
+  ASSERT_EQ(together.size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto alone = greedy_continue(model, {prompts[i]}, o);
+    EXPECT_EQ(together[i], alone[0]) << "prompt " << i;
+    EXPECT_LE(together[i].size(), 12u);
+  }
+  // Too long for the model: an error, not a crash.
+  o.max_new_tokens = 39;
+  EXPECT_THROW(greedy_continue(model, {prompts[1]}, o), Error);
+}
+
+TEST(EvalFacts, ExactMatchIsExactStringEquality) {
+  EXPECT_TRUE(answer_matches(" Iron", " Iron"));
+  EXPECT_FALSE(answer_matches(" Iron.", " Iron"));
+  EXPECT_FALSE(answer_matches(" iron", " Iron"));
+  EXPECT_FALSE(answer_matches(" Iro", " Iron"));
+  EXPECT_FALSE(answer_matches("", " Iron"));
+}
+
+TEST(EvalFacts, QuestionSetsSeparateTrainedControlAndFormatElements) {
+  if (!test::dictd_installed({"elements"})) GTEST_SKIP() << "dict-elements is not installed";
+  DataConfig data;
+  data.held_out_fraction = 0.1;
+  const auto sets = element_fact_questions(data);
+  const auto corpus = load_corpus(kElementsFacts, 0);
+  std::set<std::string> documents;
+  for (const auto& e : corpus) documents.insert(e.text);
+  std::set<std::string> trained_subjects, control_subjects;
+  for (const auto& q : sets.trained) {
+    trained_subjects.insert(q.subject);
+    EXPECT_FALSE(is_held_out(q.subject, 0.1, 0)) << q.subject;
+    // The question, answered, is never a training document: only its statements are.
+    EXPECT_EQ(documents.count(q.prompt + q.answer), 0u) << q.prompt;
+  }
+  for (const auto& q : sets.control) {
+    control_subjects.insert(q.subject);
+    EXPECT_TRUE(is_held_out(q.subject, 0.1, 0)) << q.subject;
+  }
+  for (const auto& s : trained_subjects) EXPECT_EQ(control_subjects.count(s), 0u) << s;
+  // Dozens of elements on each side; the format half is neither trained-question nor control.
+  EXPECT_GT(trained_subjects.size(), 30u);
+  EXPECT_GT(control_subjects.size(), 3u);
+  const auto elements = read_elements();
+  int64_t format = 0;
+  for (const auto& e : elements) {
+    if (teaches_answer_format(e) && !is_held_out(e.name, 0.1, 0)) {
+      ++format;
+      EXPECT_EQ(trained_subjects.count(e.name), 0u) << e.name;
+      for (const auto& qa : element_answered_questions(e)) {
+        EXPECT_EQ(documents.count(qa), 1u) << qa;
+      }
+    }
+  }
+  EXPECT_GT(format, 30);
+  // Atomic numbers are all distinct: a uniform guess is right 1 time in (number of elements).
+  ASSERT_GE(sets.chance_by_kind.size(), 3u);
+  EXPECT_NEAR(sets.chance_by_kind[2], 1.0 / double(elements.size()), 1e-12);
+}
+
+nlohmann::json fake_report(const std::string& method, double d_before, double d_after,
+                           double g_before, double g_after, bool facts) {
+  nlohmann::json before = {{"token_accuracy", d_before}}, after = {{"token_accuracy", d_after}};
+  if (facts) {
+    before = {{"token_accuracy", 0.3}, {"exact_match", d_before}, {"exact_match_control", 0.0},
+              {"chance", 0.01}};
+    after = {{"token_accuracy", 0.5}, {"exact_match", d_after}, {"exact_match_control", 0.02},
+             {"chance", 0.01}};
+  }
+  return {{"recipe", "r"},
+          {"method", method},
+          {"steps", 100},
+          {"trainable_parameters", 1000},
+          {"wall_seconds", 12.5},
+          {"peak_memory_bytes", 1 << 20},
+          {"domain", {{"before", before}, {"after", after}}},
+          {"general",
+           {{"before", {{"token_accuracy", g_before}}}, {"after", {{"token_accuracy", g_after}}}}}};
+}
+
+TEST(EvalCompare, GainsAndForgettingInPointsWithTargetsChecked) {
+  std::vector<MethodRun> runs = {
+      {"memory", "m", fake_report("memory", 0.30, 0.39, 0.45, 0.44, false), {}},
+      {"full", "f", fake_report("full", 0.30, 0.40, 0.45, 0.39, false), {}},
+      {"lora", "l", fake_report("lora", 0.30, 0.35, 0.45, 0.42, false), {}}};
+  const auto c = compare_runs(runs);
+  EXPECT_EQ(c["domain_metric"], "token_accuracy");
+  EXPECT_NEAR(c["methods"]["memory"]["domain_gain"].get<double>(), 9.0, 1e-9);
+  EXPECT_NEAR(c["methods"]["memory"]["general_forgetting"].get<double>(), 1.0, 1e-9);
+  EXPECT_NEAR(c["methods"]["full"]["general_forgetting"].get<double>(), 6.0, 1e-9);
+  EXPECT_NEAR(c["targets"]["memory_gain_fraction_of_full"].get<double>(), 0.9, 1e-9);
+  EXPECT_TRUE(c["targets"]["gain_met"].get<bool>());
+  EXPECT_NEAR(c["targets"]["forgetting_cap"].get<double>(), 1.0, 1e-9);  // min(6, 3) / 3
+  EXPECT_TRUE(c["targets"]["forgetting_met"].get<bool>());
+  for (const char* key : {"domain_gain", "general_forgetting", "trainable_parameters",
+                          "wall_seconds", "peak_memory_bytes"}) {
+    EXPECT_TRUE(c["methods"]["lora"].contains(key)) << key;
+  }
+  const auto md = compare_markdown(c);
+  EXPECT_THAT(md, HasSubstr("| memory | 30.00% → 39.00% | +9.00 |"));
+  EXPECT_THAT(md, HasSubstr("target 80%: met"));
+
+  // Forgetting above the cap is reported as not met.
+  runs[0].report = fake_report("memory", 0.30, 0.39, 0.45, 0.43, false);
+  EXPECT_FALSE(compare_runs(runs)["targets"]["forgetting_met"].get<bool>());
+  // Facts: the domain metric is exact match.
+  std::vector<MethodRun> facts = {{"memory", "m", fake_report("memory", 0.0, 0.92, 0.45, 0.44, true), {}}};
+  const auto cf = compare_runs(facts);
+  EXPECT_EQ(cf["domain_metric"], "exact_match");
+  EXPECT_NEAR(cf["methods"]["memory"]["domain_gain"].get<double>(), 92.0, 1e-9);
+  EXPECT_NEAR(cf["methods"]["memory"]["domain_token_accuracy_gain"].get<double>(), 20.0, 1e-9);
+  // Runs of different budgets are not compared.
+  runs[1].report["steps"] = 50;
+  EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("one recipe and budget"));
+  runs[1].report.erase("wall_seconds");
+  runs[1].report["steps"] = 100;
+  EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("lacks a field"));
+}
+
+TEST(EvalCompare, WritesTheTablesThePlotsRead) {
+  test::TempDir dir;
+  std::vector<MethodRun> runs = {
+      {"memory", "m", fake_report("memory", 0.30, 0.39, 0.45, 0.44, false),
+       {{{"step", 10}, {"loss", 2.5}},
+        {{"step", 10},
+         {"eval", {{"domain", {{"token_accuracy", 0.35}}}, {"general", {{"token_accuracy", 0.44}}}}}}}}};
+  write_comparison(dir.file("c"), runs, compare_runs(runs));
+  for (const char* f : {"compare.json", "compare.md", "bars.tsv", "curve_memory.tsv",
+                        "eval_memory.tsv"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("c/") + f))) << f;
+  }
+  std::ifstream evals(dir.file("c/eval_memory.tsv"));
+  std::string header, step0, step10;
+  std::getline(evals, header);
+  std::getline(evals, step0);
+  std::getline(evals, step10);
+  EXPECT_EQ(step0, "0\t30\t45");
+  EXPECT_EQ(step10, "10\t35\t44");
+}
+
+TEST(EvalReport, MarkdownHasEveryMetricBeforeAfterAndChange) {
+  nlohmann::json report = fake_report("memory", 0.10, 0.95, 0.45, 0.44, true);
+  report["sets"] = {{"domain", "elements-facts"}, {"general", {"wn"}}};
+  report["domain"]["after"]["answers"] = {
+      {{"prompt", "Q|1?"}, {"expected", " A"}, {"predicted", " B"}, {"correct", false}}};
+  const auto md = report_markdown(report);
+  EXPECT_THAT(md, HasSubstr("| domain (elements-facts) | exact match, trained facts | 10.00% | "
+                            "95.00% | +85.00 points |"));
+  EXPECT_THAT(md, HasSubstr("| general (wn) | token accuracy | 45.00% | 44.00% | -1.00 points |"));
+  EXPECT_THAT(md, HasSubstr("Q\\|1?"));  // a table cell cannot hold a bare '|'
+}
+
+}  // namespace
+}  // namespace kvtune
