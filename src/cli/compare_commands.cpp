@@ -81,7 +81,8 @@ void run_compare(const CompareArgs& a) {
                   compared_methods().end(),
               "--methods: unknown method '", m, "': choose from memory, full, lora");
   }
-  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  // The running binary itself, even if a rebuild has replaced the file since it started.
+  const std::string self = "/proc/self/exe";
   std::vector<MethodRun> runs;
   for (const auto& method : methods) {
     const std::string dir = (fs::path(out) / method).string();
@@ -124,6 +125,7 @@ void run_compare(const CompareArgs& a) {
     std::printf("plots: %s not found; skipped\n", plot.c_str());
     return;
   }
+  std::fflush(stdout);
   const int rc = run_child({"/bin/sh", plot, out});
   if (rc != 0) {
     std::fprintf(stderr,

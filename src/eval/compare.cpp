@@ -177,13 +177,17 @@ void write_comparison(const std::string& out_dir, const std::vector<MethodRun>& 
   write_file_atomic(path("compare.json"), c.dump(2) + "\n");
   write_file_atomic(path("compare.md"), compare_markdown(c));
   std::ostringstream bars;
-  bars << "method\tdomain_before\tdomain_after\tgeneral_before\tgeneral_after\n";
+  bars << "# method\tdomain_before\tdomain_after\tgeneral_before\tgeneral_after"
+          "\tdomain_token_accuracy_before\tdomain_token_accuracy_after\n";
   for (const auto& run : runs) {
     const auto& m = c["methods"][run.method];
+    const auto& d = run.report.at("domain");
     bars << run.method << "\t" << 100 * m["domain_before"].get<double>() << "\t"
          << 100 * m["domain_after"].get<double>() << "\t"
          << 100 * m["general_before"].get<double>() << "\t"
-         << 100 * m["general_after"].get<double>() << "\n";
+         << 100 * m["general_after"].get<double>() << "\t"
+         << 100 * d.at("before").at("token_accuracy").get<double>() << "\t"
+         << 100 * d.at("after").at("token_accuracy").get<double>() << "\n";
   }
   write_file_atomic(path("bars.tsv"), bars.str());
   for (const auto& run : runs) {
