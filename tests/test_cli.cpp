@@ -74,6 +74,13 @@ TEST(Cli, VersionCreateInspectQuery) {
   EXPECT_EQ(
       ids.index({torch::indexing::Slice(), torch::indexing::Slice(800, 900)}).max().item<int64_t>(),
       -1);
+  // The forward-only sampled estimators run from the command line too (with their defaults).
+  for (const std::string est : {"gumbel", "topk+tail"}) {
+    r = kvtune("bank query " + a + " " + b + " --queries " + dir.file("q.h5") +
+               " --k 20 --estimator " + est + " --out " + dir.file("s.h5"));
+    ASSERT_EQ(r.code, 0) << est << ": " << r.output;
+    EXPECT_EQ(read_tensor(dir.file("s.h5"), "outputs").sizes(), (std::vector<int64_t>{11, 8}));
+  }
 }
 
 TEST(Cli, BadInputIsANonZeroExitWithAMessage) {

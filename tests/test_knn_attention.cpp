@@ -272,7 +272,7 @@ TEST(AttentionInputs, MismatchesAreClearErrors) {
   auto bad = opts;
   bad.estimator = "nope";
   EXPECT_THAT(msg(torch::randn({2, 4}), {{keys, values, nullptr, "x"}}, bad),
-              HasSubstr("unknown estimator 'nope': choose one of dense, topk"));
+              HasSubstr("unknown estimator 'nope': choose one of dense, gumbel, topk, topk+tail"));
   bad = opts;
   bad.k = 0;
   EXPECT_THAT(msg(torch::randn({2, 4}), {{keys, values, nullptr, "x"}}, bad),

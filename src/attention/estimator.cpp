@@ -13,6 +13,8 @@ const std::map<std::string, std::function<std::unique_ptr<Estimator>()>>& regist
   static const std::map<std::string, std::function<std::unique_ptr<Estimator>()>> r = {
       {"topk", impl::make_topk_estimator},
       {"dense", impl::make_dense_estimator},
+      {"gumbel", impl::make_gumbel_estimator},
+      {"topk+tail", impl::make_topk_tail_estimator},
   };
   return r;
 }

@@ -14,9 +14,26 @@ namespace kvtune {
 struct KnnAttentionOptions {
   // "topk": softmax over the merged top-k of all banks (the seed module).
   // "dense": softmax over every key of every bank (the reference; small banks and tests).
+  // "gumbel": median of means of exact lazy Gumbel samples from the softmax over every key
+  //   (lazy_gumbel.h); forward only.
+  // "topk+tail": the top-k plus `tail_samples` uniform keys from outside it, importance
+  //   weighted (Mussmann's estimator, topk_tail.h); forward only.
+  // Both sampled estimators look at the top-k set from the index, so `k` matters to them too.
   std::string estimator = "topk";
   int64_t k = 32;
   double scale = 0.0;  // 0 means sqrt(d_k), as in the seed module
+
+  // "gumbel": `samples` draws per query row in `groups` groups of (near) equal size; the output
+  // is the per-coordinate median of the group means of v (groups = 1: the plain mean, which is
+  // unbiased). 128 draws give a Monte Carlo error of about 0.09 * (the spread of v under P).
+  int64_t samples = 128;
+  int64_t groups = 4;
+  // "topk+tail": l, the uniform tail keys per query row (0: the top-k softmax; >= n - k: exact).
+  int64_t tail_samples = 64;
+  // "gumbel", "topk+tail": query row r draws from the stream stream_seed(seed, r) of a
+  // std::mt19937_64 (lazy_gumbel.h): the same seed and inputs give the same output, with any
+  // number of threads. A trainer must vary it between steps.
+  uint64_t seed = 0;
 };
 
 struct KnnAttentionResult {

@@ -86,7 +86,8 @@ void add_query(CLI::App& bank) {
   c->add_option("--queries", a->queries, "HDF5 file with dataset /queries [M, d_k]")->required();
   c->add_option("--out", a->out, "Output HDF5 file")->required();
   c->add_option("--k", a->k, "Neighbours per query")->check(CLI::PositiveNumber);
-  c->add_option("--estimator", a->estimator, "topk | dense");
+  c->add_option("--estimator", a->estimator,
+                "topk | dense | gumbel | topk+tail (the last two with their default options)");
   c->add_option("--nprobe", a->nprobe, "IVF lists to visit")->check(CLI::NonNegativeNumber);
   c->add_option("--ef-search", a->ef_search, "HNSW search breadth")->check(CLI::NonNegativeNumber);
   c->add_option("--scale", a->scale, "Score scale (default: the banks' own)")

@@ -9,5 +9,7 @@ namespace kvtune::impl {
 
 std::unique_ptr<Estimator> make_topk_estimator();
 std::unique_ptr<Estimator> make_dense_estimator();
+std::unique_ptr<Estimator> make_gumbel_estimator();
+std::unique_ptr<Estimator> make_topk_tail_estimator();
 
 }  // namespace kvtune::impl
