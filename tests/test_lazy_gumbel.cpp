@@ -185,14 +185,24 @@ std::function<DrawFn()> lazy_draws(const Case& c) {
 }
 
 // Test 1: draws of the lazy sampler against softmax(s).
+//
+// A correct sampler crosses |z| = 3 with probability 0.0027 per case; over the ten cases that is
+// a false alarm in about 3% of runs. So a case that crosses it is drawn again, with an
+// independent seed, and fails only if the second sample crosses it too (false alarm ~7e-6 per
+// case). A wrong sampler is not rescued: the negative controls below sit at z in the hundreds.
 TEST(LazyGumbelExactness, ChiSquareAgainstSoftmax) {
   const uint64_t seed = test::fresh_seed();
   for (const auto& c : exactness_cases(seed)) {
-    const auto counts = count_draws(kN, kDraws, seed + 1, lazy_draws(c));
-    const auto chi = chi_square(counts, softmax(c.s));
+    auto chi = chi_square(count_draws(kN, kDraws, seed + 1, lazy_draws(c)), softmax(c.s));
     std::cout << "  " << c.name << ": chi2 " << chi.stat << " df " << chi.df << " z " << chi.z
               << "\n";
-    EXPECT_LT(std::abs(chi.z), 3.0) << c.name << ": chi2 " << chi.stat << " on " << chi.df << " df";
+    if (std::abs(chi.z) >= 3.0) {
+      chi = chi_square(count_draws(kN, kDraws, seed + 0x9e3779b97f4a7c15ull, lazy_draws(c)),
+                       softmax(c.s));
+      std::cout << "    |z| >= 3: drawn again with an independent seed: z " << chi.z << "\n";
+    }
+    EXPECT_LT(std::abs(chi.z), 3.0) << c.name << ": chi2 " << chi.stat << " on " << chi.df
+                                    << " df, twice in a row";
   }
 }
 
