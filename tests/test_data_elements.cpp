@@ -90,10 +90,10 @@ TEST(DataElements, ParsesTheInstalledTable) {
 
 TEST(DataElements, RendersStatementsAndQuestionsFromTheTable) {
   const Element iron{"Iron", "Fe", 26, "55.847"};
-  EXPECT_THAT(element_statements(iron),
-              ElementsAre("The symbol of Iron is Fe.", "Fe stands for Iron.",
-                          "Iron has atomic number 26.", "Atomic number 26 belongs to Iron.",
-                          "The atomic weight of Iron is 55.847."));
+  EXPECT_THAT(
+      element_statements(iron),
+      ElementsAre("The symbol of Iron is Fe.", "Fe stands for Iron.", "Iron has atomic number 26.",
+                  "Atomic number 26 belongs to Iron.", "The atomic weight of Iron is 55.847."));
   EXPECT_THAT(element_answered_questions(iron),
               ElementsAre("Which element has the chemical symbol Fe? Answer: Iron",
                           "What is the chemical symbol for iron? Answer: Fe",

@@ -184,9 +184,13 @@ nlohmann::json fake_report(const std::string& method, double d_before, double d_
                            double g_before, double g_after, bool facts) {
   nlohmann::json before = {{"token_accuracy", d_before}}, after = {{"token_accuracy", d_after}};
   if (facts) {
-    before = {{"token_accuracy", 0.3}, {"exact_match", d_before}, {"exact_match_control", 0.0},
+    before = {{"token_accuracy", 0.3},
+              {"exact_match", d_before},
+              {"exact_match_control", 0.0},
               {"chance", 0.01}};
-    after = {{"token_accuracy", 0.5}, {"exact_match", d_after}, {"exact_match_control", 0.02},
+    after = {{"token_accuracy", 0.5},
+             {"exact_match", d_after},
+             {"exact_match_control", 0.02},
              {"chance", 0.01}};
   }
   return {{"recipe", "r"},
@@ -226,7 +230,8 @@ TEST(EvalCompare, GainsAndForgettingInPointsWithTargetsChecked) {
   runs[0].report = fake_report("memory", 0.30, 0.39, 0.45, 0.43, false);
   EXPECT_FALSE(compare_runs(runs)["targets"]["forgetting_met"].get<bool>());
   // Facts: the domain metric is exact match.
-  std::vector<MethodRun> facts = {{"memory", "m", fake_report("memory", 0.0, 0.92, 0.45, 0.44, true), {}}};
+  std::vector<MethodRun> facts = {
+      {"memory", "m", fake_report("memory", 0.0, 0.92, 0.45, 0.44, true), {}}};
   const auto cf = compare_runs(facts);
   EXPECT_EQ(cf["domain_metric"], "exact_match");
   EXPECT_NEAR(cf["methods"]["memory"]["domain_gain"].get<double>(), 92.0, 1e-9);
@@ -242,13 +247,16 @@ TEST(EvalCompare, GainsAndForgettingInPointsWithTargetsChecked) {
 TEST(EvalCompare, WritesTheTablesThePlotsRead) {
   test::TempDir dir;
   std::vector<MethodRun> runs = {
-      {"memory", "m", fake_report("memory", 0.30, 0.39, 0.45, 0.44, false),
+      {"memory",
+       "m",
+       fake_report("memory", 0.30, 0.39, 0.45, 0.44, false),
        {{{"step", 10}, {"loss", 2.5}},
         {{"step", 10},
-         {"eval", {{"domain", {{"token_accuracy", 0.35}}}, {"general", {{"token_accuracy", 0.44}}}}}}}}};
+         {"eval",
+          {{"domain", {{"token_accuracy", 0.35}}}, {"general", {{"token_accuracy", 0.44}}}}}}}}};
   write_comparison(dir.file("c"), runs, compare_runs(runs));
-  for (const char* f : {"compare.json", "compare.md", "bars.tsv", "curve_memory.tsv",
-                        "eval_memory.tsv"}) {
+  for (const char* f :
+       {"compare.json", "compare.md", "bars.tsv", "curve_memory.tsv", "eval_memory.tsv"}) {
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("c/") + f))) << f;
   }
   std::ifstream evals(dir.file("c/eval_memory.tsv"));

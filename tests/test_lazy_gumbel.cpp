@@ -201,8 +201,8 @@ TEST(LazyGumbelExactness, ChiSquareAgainstSoftmax) {
                        softmax(c.s));
       std::cout << "    |z| >= 3: drawn again with an independent seed: z " << chi.z << "\n";
     }
-    EXPECT_LT(std::abs(chi.z), 3.0) << c.name << ": chi2 " << chi.stat << " on " << chi.df
-                                    << " df, twice in a row";
+    EXPECT_LT(std::abs(chi.z), 3.0)
+        << c.name << ": chi2 " << chi.stat << " on " << chi.df << " df, twice in a row";
   }
 }
 

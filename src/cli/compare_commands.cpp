@@ -7,9 +7,9 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <iostream>
 
 #include "cli/commands.h"
@@ -73,8 +73,8 @@ void run_compare(const CompareArgs& a) {
   const Recipe recipe = load_recipe(a.recipe, a.sets, configs);
   KVT_CHECK(recipe.mode == "finetune", a.recipe, ": mode is '", recipe.mode,
             "': compare fine-tuning recipes");
-  const std::string out = a.out.empty() ? (fs::path("runs") / ("compare-" + recipe.name)).string()
-                                        : a.out;
+  const std::string out =
+      a.out.empty() ? (fs::path("runs") / ("compare-" + recipe.name)).string() : a.out;
   std::vector<std::string> methods = a.methods.empty() ? compared_methods() : a.methods;
   for (const auto& m : methods) {
     KVT_CHECK(std::find(compared_methods().begin(), compared_methods().end(), m) !=
@@ -97,8 +97,8 @@ void run_compare(const CompareArgs& a) {
                   " holds a finished run of another recipe or settings: use another --out, or "
                   "--rerun to replace it");
       }
-      std::vector<std::string> args = {self, "finetune", a.recipe, "--out", dir, "--configs",
-                                       configs};
+      std::vector<std::string> args = {self, "finetune",  a.recipe, "--out",
+                                       dir,  "--configs", configs};
       for (const auto& s : sets) {
         args.push_back("--set");
         args.push_back(s);

@@ -1,8 +1,8 @@
 // kvtune eval --model DIR [--banks A.h5,B.h5] [--data NAME|PATH]... [--json OUT.json]
 #include <cstdio>
 #include <filesystem>
-#include <optional>
 #include <iostream>
+#include <optional>
 
 #include "cli/commands.h"
 #include "common/atomic_file.h"
@@ -64,11 +64,12 @@ void run_eval(const EvalArgs& a) {
   for (const auto& [name, m] : sets.items()) {
     std::printf("%-16s %8.2f%% %9.4f %9.4f %9lld", name.c_str(),
                 100 * m["token_accuracy"].get<double>(), m["loss"].get<double>(),
-                m["bits_per_byte"].get<double>(), static_cast<long long>(m["tokens"].get<int64_t>()));
+                m["bits_per_byte"].get<double>(),
+                static_cast<long long>(m["tokens"].get<int64_t>()));
     if (m.contains("exact_match")) {
       std::printf(" %11.2f%%  (control %.2f%%, chance %.2f%%)",
-                  100 * m["exact_match"].get<double>(), 100 * m["exact_match_control"].get<double>(),
-                  100 * m["chance"].get<double>());
+                  100 * m["exact_match"].get<double>(),
+                  100 * m["exact_match_control"].get<double>(), 100 * m["chance"].get<double>());
     }
     std::printf("\n");
   }
@@ -109,7 +110,8 @@ void add_eval_commands(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--split-salt", a->split_salt, "Split: salt (default: the run's recipe, else 0)")
       ->check(CLI::NonNegativeNumber);
-  c->add_option("--seq-len", a->seq_len, "Tokens per sequence (default: the run's recipe, else 128)")
+  c->add_option("--seq-len", a->seq_len,
+                "Tokens per sequence (default: the run's recipe, else 128)")
       ->check(CLI::PositiveNumber);
   c->add_option("--max-entries", a->max_entries,
                 "Entries kept per corpus, 0 = all (default: the run's recipe, else 0)")

@@ -4,8 +4,8 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
-#include "model/model_config_yaml.h"
 #include "eval/evaluate.h"
+#include "model/model_config_yaml.h"
 #include "train/recipe_io.h"
 #include "train/trainer.h"
 
@@ -87,12 +87,12 @@ void add_train_commands(CLI::App& app) {
         if (o.report.contains("domain") && o.report["domain"]["after"].contains("exact_match")) {
           const auto& b = o.report["domain"]["before"];
           const auto& af = o.report["domain"]["after"];
-          std::printf("exact match, trained facts %.2f%% -> %.2f%%; untrained (control) %.2f%% -> "
-                      "%.2f%% (chance %.2f%%)\n",
-                      100 * b["exact_match"].get<double>(), 100 * af["exact_match"].get<double>(),
-                      100 * b["exact_match_control"].get<double>(),
-                      100 * af["exact_match_control"].get<double>(),
-                      100 * af["chance"].get<double>());
+          std::printf(
+              "exact match, trained facts %.2f%% -> %.2f%%; untrained (control) %.2f%% -> "
+              "%.2f%% (chance %.2f%%)\n",
+              100 * b["exact_match"].get<double>(), 100 * af["exact_match"].get<double>(),
+              100 * b["exact_match_control"].get<double>(),
+              100 * af["exact_match_control"].get<double>(), 100 * af["chance"].get<double>());
         }
         std::printf("report: %s/report.json, %s/report.md\n", dir.c_str(), dir.c_str());
       });

@@ -60,8 +60,7 @@ MethodRun read_method_run(const std::string& method, const std::string& dir) {
 }
 
 std::string domain_metric(const nlohmann::json& report) {
-  return report.at("domain").at("after").contains("exact_match") ? "exact_match"
-                                                                   : "token_accuracy";
+  return report.at("domain").at("after").contains("exact_match") ? "exact_match" : "token_accuracy";
 }
 
 nlohmann::json compare_runs(const std::vector<MethodRun>& runs) {
@@ -72,8 +71,8 @@ nlohmann::json compare_runs(const std::vector<MethodRun>& runs) {
   for (const auto& run : runs) {
     const auto& r = run.report;
     try {
-      KVT_CHECK(r.at("recipe") == first.at("recipe") && r.at("steps") == first.at("steps"),
-                run.dir, ": run of recipe ", r.at("recipe").dump(), " for ", r.at("steps").dump(),
+      KVT_CHECK(r.at("recipe") == first.at("recipe") && r.at("steps") == first.at("steps"), run.dir,
+                ": run of recipe ", r.at("recipe").dump(), " for ", r.at("steps").dump(),
                 " steps, but ", runs.front().dir, " ran ", first.at("recipe").dump(), " for ",
                 first.at("steps").dump(), ": compare runs of one recipe and budget");
       KVT_CHECK(domain_metric(r) == metric, run.dir, ": its domain set has no '", metric, "'");
@@ -135,8 +134,8 @@ std::string compare_markdown(const nlohmann::json& c) {
   for (const auto& method : compared_methods()) {
     if (!c.at("methods").contains(method)) continue;
     const auto& m = c["methods"][method];
-    md << "| " << method << " | " << fmt("%.2f%%", 100 * m["domain_before"].get<double>())
-       << " → " << fmt("%.2f%%", 100 * m["domain_after"].get<double>()) << " | "
+    md << "| " << method << " | " << fmt("%.2f%%", 100 * m["domain_before"].get<double>()) << " → "
+       << fmt("%.2f%%", 100 * m["domain_after"].get<double>()) << " | "
        << fmt("%+.2f", m["domain_gain"].get<double>()) << " | "
        << fmt("%.2f%%", 100 * m["general_before"].get<double>()) << " → "
        << fmt("%.2f%%", 100 * m["general_after"].get<double>()) << " | "
@@ -183,9 +182,8 @@ void write_comparison(const std::string& out_dir, const std::vector<MethodRun>& 
     const auto& m = c["methods"][run.method];
     const auto& d = run.report.at("domain");
     bars << run.method << "\t" << 100 * m["domain_before"].get<double>() << "\t"
-         << 100 * m["domain_after"].get<double>() << "\t"
-         << 100 * m["general_before"].get<double>() << "\t"
-         << 100 * m["general_after"].get<double>() << "\t"
+         << 100 * m["domain_after"].get<double>() << "\t" << 100 * m["general_before"].get<double>()
+         << "\t" << 100 * m["general_after"].get<double>() << "\t"
          << 100 * d.at("before").at("token_accuracy").get<double>() << "\t"
          << 100 * d.at("after").at("token_accuracy").get<double>() << "\n";
   }

@@ -38,8 +38,8 @@ nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
               "held-out fraction ", request.data.held_out_fraction,
               ": raise the fraction or use a larger corpus");
     auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
-    nlohmann::json j = to_json(
-        evaluate_lm(fn, *split.held_out, request.batches, request.batch_size, token_bytes));
+    nlohmann::json j =
+        to_json(evaluate_lm(fn, *split.held_out, request.batches, request.batch_size, token_bytes));
     if (set == kElementsFacts) j.update(evaluate_facts(model, tokenizer, request.data));
     out[set] = j;
   }

@@ -81,8 +81,8 @@ nlohmann::json fact_metrics_json(const ExactMatch& trained, const ExactMatch& co
                        {"predicted", a.predicted},
                        {"correct", a.correct}});
   }
-  return {{"exact_match", trained.accuracy},  {"exact_match_control", control.accuracy},
-          {"chance", control.chance},         {"questions", trained.total},
+  return {{"exact_match", trained.accuracy},    {"exact_match_control", control.accuracy},
+          {"chance", control.chance},           {"questions", trained.total},
           {"control_questions", control.total}, {"answers", answers}};
 }
 

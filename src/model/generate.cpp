@@ -30,8 +30,8 @@ std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
       length[r] = static_cast<int64_t>(p.size());
       longest = std::max(longest, length[r]);
     }
-    auto tokens = torch::full({rows, longest + options.max_new_tokens}, options.pad_id,
-                              torch::kInt64);
+    auto tokens =
+        torch::full({rows, longest + options.max_new_tokens}, options.pad_id, torch::kInt64);
     auto acc = tokens.accessor<int64_t, 2>();
     for (int64_t r = 0; r < rows; ++r) {
       const auto& p = prompts[first + r];

@@ -28,8 +28,8 @@ LmCounts count_predictions(const torch::Tensor& logits, const torch::Tensor& tar
             "count_predictions: logits [N, V] and targets [N] expected, got ", logits.sizes(),
             " and ", targets.sizes());
   KVT_CHECK(token_bytes.dim() == 1 && token_bytes.size(0) == logits.size(1),
-            "count_predictions: token_bytes has ", token_bytes.numel(), " entries for a vocabulary of ",
-            logits.size(1));
+            "count_predictions: token_bytes has ", token_bytes.numel(),
+            " entries for a vocabulary of ", logits.size(1));
   const auto t = targets.to(torch::kInt64);
   LmCounts c;
   c.nats = torch::nn::functional::cross_entropy(
@@ -56,9 +56,12 @@ LmMetrics metrics_from_counts(const LmCounts& counts, int64_t sequences) {
 }
 
 nlohmann::json to_json(const LmMetrics& m) {
-  return {{"token_accuracy", m.token_accuracy}, {"loss", m.loss},
-          {"bits_per_byte", m.bits_per_byte},   {"examples", m.sequences},
-          {"tokens", m.tokens},                 {"bytes", m.bytes}};
+  return {{"token_accuracy", m.token_accuracy},
+          {"loss", m.loss},
+          {"bits_per_byte", m.bits_per_byte},
+          {"examples", m.sequences},
+          {"tokens", m.tokens},
+          {"bytes", m.bytes}};
 }
 
 LmMetrics evaluate_lm(const std::function<torch::Tensor(const torch::Tensor&)>& logits_fn,

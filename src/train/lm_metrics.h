@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <functional>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "model/tokenizer.h"
 #include "train/lm_dataset.h"

@@ -21,8 +21,8 @@ std::shared_ptr<IndexedBank> attach_bank_file(TransformerLM& model, const std::s
             meta.model_fingerprint, " but this model is ", fingerprint,
             " (another config or base bank): attach it to the model its run fine-tuned");
   auto layers = model->memory_layers();
-  KVT_CHECK(meta.memory_layer >= 0 && meta.memory_layer < static_cast<int64_t>(layers.size()),
-            path, ": the bank is for memory layer ", meta.memory_layer, " but the model has ",
+  KVT_CHECK(meta.memory_layer >= 0 && meta.memory_layer < static_cast<int64_t>(layers.size()), path,
+            ": the bank is for memory layer ", meta.memory_layer, " but the model has ",
             layers.size(), " memory layer(s)");
   bank->set_trainable(false);
   layers[meta.memory_layer]->attach(bank);

@@ -218,7 +218,8 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
     }
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !evals.empty()) {
       nlohmann::json e;
-      for (const auto& [name, set] : evals) e[name] = to_json(evaluate(s.model, *set, t, s.token_bytes));
+      for (const auto& [name, set] : evals)
+        e[name] = to_json(evaluate(s.model, *set, t, s.token_bytes));
       log.write({{"step", step + 1}, {"eval", e}});
     }
     if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
@@ -502,16 +503,15 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       layers[i]->attach(b);
     }
   }
-  out.report = {
-      {"recipe", r.name},
-      {"method", r.method},
-      {"steps", out.train.steps},
-      {"trainable_parameters", out.train.trainable_parameters},
-      {"wall_seconds", out.train.seconds},
-      {"peak_memory_bytes", peak_rss_bytes()},
-      {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
-      {"domain", {{"before", before["domain"]}, {"after", after["domain"]}}},
-      {"general", {{"before", before["general"]}, {"after", after["general"]}}}};
+  out.report = {{"recipe", r.name},
+                {"method", r.method},
+                {"steps", out.train.steps},
+                {"trainable_parameters", out.train.trainable_parameters},
+                {"wall_seconds", out.train.seconds},
+                {"peak_memory_bytes", peak_rss_bytes()},
+                {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
+                {"domain", {{"before", before["domain"]}, {"after", after["domain"]}}},
+                {"general", {{"before", before["general"]}, {"after", after["general"]}}}};
   write_file_atomic((fs::path(out_dir) / "report.json").string(), out.report.dump(2) + "\n");
   write_file_atomic((fs::path(out_dir) / "report.md").string(), report_markdown(out.report));
   return out;
