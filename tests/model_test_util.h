@@ -27,6 +27,25 @@ inline ModelConfig tiny_config(int64_t bank_size = 0) {
   return c;
 }
 
+// A very small model (2 blocks of width 32, one memory layer over 256 slots): fast enough for
+// tests that train or generate.
+inline ModelConfig micro_config() {
+  ModelConfig m;
+  m.name = "micro";
+  m.d_model = 32;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.d_ff = 64;
+  m.max_seq_len = 32;
+  m.memory_blocks = {1};
+  m.memory.heads = 2;
+  m.memory.key_dim = 8;
+  m.memory.value_dim = 8;
+  m.memory.base_bank_size = 256;
+  m.memory.attention.k = 8;
+  return m;
+}
+
 // A model with its base banks attached, weights drawn from `seed`.
 inline TransformerLM make_model(const ModelConfig& config, uint64_t seed) {
   torch::manual_seed(seed);

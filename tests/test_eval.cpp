@@ -13,6 +13,7 @@
 #include "model/byte_tokenizer.h"
 #include "model/generate.h"
 #include "model/transformer.h"
+#include "model_test_util.h"
 #include "recipe_test_util.h"
 #include "test_util.h"
 #include "train/corpus.h"
@@ -89,29 +90,12 @@ TEST(EvalMetrics, EvaluateLmOfAUniformModelIsLogVocab) {
   EXPECT_NEAR(m.bits_per_byte, 5.0, 1e-6);
 }
 
-ModelConfig micro_model() {
-  ModelConfig m;
-  m.name = "micro";
-  m.d_model = 32;
-  m.n_layers = 2;
-  m.n_heads = 2;
-  m.d_ff = 64;
-  m.max_seq_len = 40;
-  m.memory_blocks = {1};
-  m.memory.heads = 2;
-  m.memory.key_dim = 8;
-  m.memory.value_dim = 8;
-  m.memory.base_bank_size = 128;
-  m.memory.attention.k = 8;
-  return m;
-}
-
 TEST(EvalGenerate, BatchedGreedyEqualsOneByOne) {
   // Right padding must not change any row: prompts of different lengths in one batch give what
   // each gives alone.
-  torch::manual_seed(test::fresh_seed());
-  TransformerLM model(micro_model());
-  model->attach_base_banks(3);
+  auto config = test::micro_config();
+  config.max_seq_len = 40;
+  auto model = test::make_model(config, test::fresh_seed());
   ByteTokenizer tok;
   std::vector<std::vector<int64_t>> prompts = {tok.encode("a", true, false),
                                                tok.encode("hello there", true, false),

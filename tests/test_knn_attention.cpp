@@ -7,6 +7,7 @@
 #include <set>
 
 #include "attention/knn_attention.h"
+#include "attention_test_util.h"
 #include "common/check.h"
 #include "test_util.h"
 
@@ -16,29 +17,9 @@ namespace {
 using test::rel_error;
 using test::rel_tol;
 
-torch::Tensor unit_rows(int64_t n, int64_t d, torch::ScalarType dtype) {
-  auto x = torch::randn({n, d}, torch::kFloat64);
-  return (x / x.norm(2, 1, true)).to(dtype).contiguous();
-}
-
-struct Banks {
-  std::vector<torch::Tensor> keys, values;
-  std::vector<BankView> views() const {
-    std::vector<BankView> v;
-    for (size_t i = 0; i < keys.size(); ++i) v.push_back({keys[i], values[i], nullptr, ""});
-    return v;
-  }
-};
-
-Banks make_banks(const std::vector<int64_t>& sizes, int64_t dk, int64_t dv,
-                 torch::ScalarType dtype) {
-  Banks b;
-  for (int64_t n : sizes) {
-    b.keys.push_back(unit_rows(n, dk, dtype));
-    b.values.push_back(torch::randn({n, dv}, torch::kFloat64).to(dtype).contiguous());
-  }
-  return b;
-}
+using test::Banks;
+using test::make_banks;
+using test::unit_rows;
 
 // Dense softmax attention in float64, written independently of the library.
 torch::Tensor dense_reference(const torch::Tensor& q, const Banks& banks, double scale) {

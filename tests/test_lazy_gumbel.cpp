@@ -19,6 +19,7 @@
 #include "attention/knn_attention.h"
 #include "attention/lazy_gumbel.h"
 #include "attention/topk_tail.h"
+#include "attention_test_util.h"
 #include "common/check.h"
 #include "test_util.h"
 
@@ -439,28 +440,8 @@ TEST(LazyGumbelTopkTail, OutputErrorFallsAsKAndLGrow) {
   }
 }
 
-// Banks for the op-level tests: unit keys, values N(0, 1).
-struct Banks {
-  std::vector<torch::Tensor> keys, values;
-  std::vector<BankView> views() const {
-    std::vector<BankView> v;
-    for (size_t i = 0; i < keys.size(); ++i) v.push_back({keys[i], values[i], nullptr, ""});
-    return v;
-  }
-  torch::Tensor all_keys() const { return torch::cat(keys).to(torch::kFloat64); }
-  torch::Tensor all_values() const { return torch::cat(values).to(torch::kFloat64); }
-};
-
-Banks make_banks(const std::vector<int64_t>& sizes, int64_t dk, int64_t dv,
-                 torch::ScalarType dtype) {
-  Banks b;
-  for (int64_t n : sizes) {
-    auto x = torch::randn({n, dk}, torch::kFloat64);
-    b.keys.push_back((x / x.norm(2, 1, true)).to(dtype).contiguous());
-    b.values.push_back(torch::randn({n, dv}, torch::kFloat64).to(dtype).contiguous());
-  }
-  return b;
-}
+using test::Banks;
+using test::make_banks;
 
 // Test 5: O_S - O = (Z_tail / Z) (O_S - O_tail), with O_S from "topk", O from "dense".
 TEST(LazyGumbelIdentity, TruncationErrorIdentityHoldsToRounding) {

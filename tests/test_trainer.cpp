@@ -12,6 +12,7 @@
 #include "bank/bank_io.h"
 #include "common/check.h"
 #include "model/model_io.h"
+#include "model_test_util.h"
 #include "test_util.h"
 #include "train/run_model.h"
 #include "train/trainer.h"
@@ -21,28 +22,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig micro_model() {
-  ModelConfig m;
-  m.name = "micro";
-  m.d_model = 32;
-  m.n_layers = 2;
-  m.n_heads = 2;
-  m.d_ff = 64;
-  m.max_seq_len = 32;
-  m.memory_blocks = {1};
-  m.memory.heads = 2;
-  m.memory.key_dim = 8;
-  m.memory.value_dim = 8;
-  m.memory.base_bank_size = 256;
-  m.memory.attention.k = 8;
-  return m;
-}
-
 Recipe micro_recipe(const std::string& mode) {
   Recipe r;
   r.name = "micro-" + mode;
   r.mode = mode;
-  r.model_config = micro_model();
+  r.model_config = test::micro_config();
   r.data.general = {"wn"};
   r.data.domain = mode == "finetune" ? "foldoc" : "";
   r.data.seq_len = 32;

@@ -31,12 +31,6 @@ struct CompareArgs {
   bool plots = true;
 };
 
-std::string configs_dir(const CompareArgs& a) {
-  if (!a.configs.empty()) return a.configs;
-  const auto beside = fs::absolute(a.recipe).parent_path().parent_path() / "configs";
-  return fs::is_directory(beside) ? beside.string() : std::string(KVTUNE_SOURCE_DIR) + "/configs";
-}
-
 std::string resolved_text(const Recipe& r) {
   return YAML::Dump(recipe_to_yaml(r));
 }
@@ -69,7 +63,7 @@ int run_child(const std::vector<std::string>& args) {
 }
 
 void run_compare(const CompareArgs& a) {
-  const std::string configs = configs_dir(a);
+  const std::string configs = a.configs.empty() ? default_configs_dir(a.recipe) : a.configs;
   const Recipe recipe = load_recipe(a.recipe, a.sets, configs);
   KVT_CHECK(recipe.mode == "finetune", a.recipe, ": mode is '", recipe.mode,
             "': compare fine-tuning recipes");

@@ -30,7 +30,7 @@ std::optional<Recipe> run_recipe(const std::string& model_dir) {
   const auto path = fs::absolute(model_dir).parent_path() / "recipe.yaml";
   if (!fs::is_regular_file(path)) return std::nullopt;
   try {
-    return load_recipe(path.string(), {}, std::string(KVTUNE_SOURCE_DIR) + "/configs");
+    return load_recipe(path.string(), {}, default_configs_dir(path.string()));
   } catch (const Error& e) {
     std::cerr << "kvtune: warning: " << path.string() << " is not readable as a recipe ("
               << e.what() << "): using the default split\n";
@@ -45,7 +45,6 @@ void run_eval(const EvalArgs& a) {
   EvalRequest request;
   const auto recipe = run_recipe(a.model);
   if (recipe) request.data = recipe->data;
-  request.data.domain.clear();
   request.sets = a.data;
   if (request.sets.empty() && recipe) {
     if (!recipe->data.domain.empty()) request.sets.push_back(recipe->data.domain);

@@ -20,13 +20,6 @@ struct RunArgs {
   bool resume = false;
 };
 
-// configs/ beside the recipe's folder (recipes/x.yaml -> configs/), else the source tree's.
-std::string default_configs_dir(const std::string& recipe) {
-  const auto beside = fs::absolute(recipe).parent_path().parent_path() / "configs";
-  if (fs::is_directory(beside)) return beside.string();
-  return std::string(KVTUNE_SOURCE_DIR) + "/configs";
-}
-
 Recipe load(const RunArgs& a) {
   const std::string configs = a.configs.empty() ? default_configs_dir(a.recipe) : a.configs;
   Recipe r = load_recipe(a.recipe, a.sets, configs);
@@ -61,6 +54,12 @@ CLI::App* add_run_command(CLI::App& app, const std::string& name, const std::str
 }
 
 }  // namespace
+
+std::string default_configs_dir(const std::string& recipe) {
+  const auto beside = std::filesystem::absolute(recipe).parent_path().parent_path() / "configs";
+  if (std::filesystem::is_directory(beside)) return beside.string();
+  return std::string(KVTUNE_SOURCE_DIR) + "/configs";
+}
 
 void add_train_commands(CLI::App& app) {
   auto pre = std::make_shared<RunArgs>();

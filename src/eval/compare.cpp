@@ -1,9 +1,10 @@
 #include "eval/compare.h"
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <fmt/format.h>
 
 #include "common/atomic_file.h"
 #include "common/check.h"
@@ -25,12 +26,6 @@ nlohmann::json read_json_file(const std::string& path) {
 
 double points(const nlohmann::json& after, const nlohmann::json& before, const std::string& key) {
   return 100.0 * (after.at(key).get<double>() - before.at(key).get<double>());
-}
-
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
 }
 
 }  // namespace
@@ -134,37 +129,34 @@ std::string compare_markdown(const nlohmann::json& c) {
   for (const auto& method : compared_methods()) {
     if (!c.at("methods").contains(method)) continue;
     const auto& m = c["methods"][method];
-    md << "| " << method << " | " << fmt("%.2f%%", 100 * m["domain_before"].get<double>()) << " → "
-       << fmt("%.2f%%", 100 * m["domain_after"].get<double>()) << " | "
-       << fmt("%+.2f", m["domain_gain"].get<double>()) << " | "
-       << fmt("%.2f%%", 100 * m["general_before"].get<double>()) << " → "
-       << fmt("%.2f%%", 100 * m["general_after"].get<double>()) << " | "
-       << fmt("%.2f", m["general_forgetting"].get<double>()) << " | "
-       << m["trainable_parameters"].get<int64_t>() << " | "
-       << fmt("%.1f", m["wall_seconds"].get<double>()) << " | "
-       << fmt("%.0f", m["peak_memory_bytes"].get<double>() / (1 << 20)) << " |\n";
+    md << fmt::format(
+        "| {} | {:.2f}% → {:.2f}% | {:+.2f} | {:.2f}% → {:.2f}% | {:.2f} | {} | {:.1f} | {:.0f} "
+        "|\n",
+        method, 100 * m["domain_before"].get<double>(), 100 * m["domain_after"].get<double>(),
+        m["domain_gain"].get<double>(), 100 * m["general_before"].get<double>(),
+        100 * m["general_after"].get<double>(), m["general_forgetting"].get<double>(),
+        m["trainable_parameters"].get<int64_t>(), m["wall_seconds"].get<double>(),
+        m["peak_memory_bytes"].get<double>() / (1 << 20));
   }
   if (metric == "exact_match") {
     md << "\nUntrained facts (control) after training:";
     for (const auto& method : compared_methods()) {
       if (!c["methods"].contains(method)) continue;
-      md << " " << method << " "
-         << fmt("%.2f%%", 100 * c["methods"][method]["exact_match_control_after"].get<double>())
-         << ";";
+      md << fmt::format(" {} {:.2f}%;", method,
+                        100 * c["methods"][method]["exact_match_control_after"].get<double>());
     }
     const auto any = c["methods"].begin();
-    md << " chance " << fmt("%.2f%%", 100 * (*any)["chance"].get<double>()) << ".\n";
+    md << fmt::format(" chance {:.2f}%.\n", 100 * (*any)["chance"].get<double>());
   }
   if (c.contains("targets")) {
     const auto& t = c["targets"];
-    md << "\nTargets: memory's domain gain is "
-       << fmt("%.0f%%", 100 * t["memory_gain_fraction_of_full"].get<double>())
-       << " of full's (target 80%: " << (t["gain_met"].get<bool>() ? "met" : "not met")
-       << "); its forgetting "
-       << fmt("%.2f", c["methods"]["memory"]["general_forgetting"].get<double>())
-       << " points against a cap of a third of full's and LoRA's, "
-       << fmt("%.2f", t["forgetting_cap"].get<double>()) << " ("
-       << (t["forgetting_met"].get<bool>() ? "met" : "not met") << ").\n";
+    md << fmt::format(
+        "\nTargets: memory's domain gain is {:.0f}% of full's (target 80%: {}); its forgetting "
+        "{:.2f} points against a cap of a third of full's and LoRA's, {:.2f} ({}).\n",
+        100 * t["memory_gain_fraction_of_full"].get<double>(),
+        t["gain_met"].get<bool>() ? "met" : "not met",
+        c["methods"]["memory"]["general_forgetting"].get<double>(),
+        t["forgetting_cap"].get<double>(), t["forgetting_met"].get<bool>() ? "met" : "not met");
   }
   return md.str();
 }

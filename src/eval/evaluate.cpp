@@ -1,5 +1,7 @@
 #include "eval/evaluate.h"
 
+#include <memory>
+
 #include "common/check.h"
 #include "eval/facts.h"
 #include "train/corpus.h"
@@ -33,14 +35,16 @@ nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
   model->eval();
   nlohmann::json out = nlohmann::json::object();
   for (const auto& set : request.sets) {
-    const auto split = load_split({set}, request.data, tokenizer);
-    KVT_CHECK(split.held_out->num_eval_windows() > 0, "set '", set, "' has no held-out text under ",
+    const auto held_out = load_held_out({set}, request.data, tokenizer);
+    KVT_CHECK(held_out->num_eval_windows() > 0, "set '", set, "' has no held-out text under ",
               "held-out fraction ", request.data.held_out_fraction,
               ": raise the fraction or use a larger corpus");
     auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
     nlohmann::json j =
-        to_json(evaluate_lm(fn, *split.held_out, request.batches, request.batch_size, token_bytes));
-    if (set == kElementsFacts) j.update(evaluate_facts(model, tokenizer, request.data));
+        to_json(evaluate_lm(fn, *held_out, request.batches, request.batch_size, token_bytes));
+    if (set == kElementsFacts) {
+      j.update(evaluate_facts(model, tokenizer, element_fact_questions(request.data)));
+    }
     out[set] = j;
   }
   if (was_training) model->train();
@@ -49,9 +53,10 @@ nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
 
 DomainMetricsFn domain_metrics_for(const Recipe& recipe) {
   if (recipe.data.domain != kElementsFacts) return {};
-  const DataConfig data = recipe.data;
-  return [data](TransformerLM& model, const Tokenizer& tokenizer) {
-    return evaluate_facts(model, tokenizer, data);
+  // Read once, asked before and after training.
+  auto questions = std::make_shared<const FactQuestionSets>(element_fact_questions(recipe.data));
+  return [questions](TransformerLM& model, const Tokenizer& tokenizer) {
+    return evaluate_facts(model, tokenizer, *questions);
   };
 }
 

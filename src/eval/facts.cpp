@@ -87,8 +87,7 @@ nlohmann::json fact_metrics_json(const ExactMatch& trained, const ExactMatch& co
 }
 
 nlohmann::json evaluate_facts(TransformerLM& model, const Tokenizer& tokenizer,
-                              const DataConfig& data) {
-  const auto sets = element_fact_questions(data);
+                              const FactQuestionSets& sets) {
   const auto trained = exact_match(model, tokenizer, sets.trained, sets.chance_by_kind);
   const auto control = exact_match(model, tokenizer, sets.control, sets.chance_by_kind);
   return fact_metrics_json(trained, control);

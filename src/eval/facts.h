@@ -67,6 +67,6 @@ nlohmann::json fact_metrics_json(const ExactMatch& trained, const ExactMatch& co
 
 // Both sets evaluated on `model`: the JSON above.
 nlohmann::json evaluate_facts(TransformerLM& model, const Tokenizer& tokenizer,
-                              const DataConfig& data);
+                              const FactQuestionSets& questions);
 
 }  // namespace kvtune

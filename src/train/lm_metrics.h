@@ -16,7 +16,7 @@ namespace kvtune {
 // Sums over predicted positions, so that batches can be added up before dividing.
 struct LmCounts {
   double nats = 0.0;    // summed cross-entropy of the targets
-  int64_t correct = 0;  // positions whose argmax is the target (ties: the lowest id wins)
+  int64_t correct = 0;  // positions whose argmax is the target
   int64_t tokens = 0;   // positions counted
   int64_t bytes = 0;    // text bytes the targets stand for (special tokens: none)
   LmCounts& operator+=(const LmCounts& o);

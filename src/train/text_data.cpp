@@ -17,21 +17,35 @@ std::vector<std::vector<int64_t>> tokenize_entries(const std::vector<TextEntry>&
   return docs;
 }
 
+namespace {
+
+Split split_corpora(const std::vector<std::string>& corpora, const DataConfig& data) {
+  Split all;
+  for (const auto& name : corpora) {
+    auto split =
+        split_entries(load_corpus(name, data.max_entries), data.held_out_fraction, data.split_salt);
+    all.train.insert(all.train.end(), split.train.begin(), split.train.end());
+    all.held_out.insert(all.held_out.end(), split.held_out.begin(), split.held_out.end());
+  }
+  return all;
+}
+
+}  // namespace
+
 SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
                      const Tokenizer& tokenizer) {
-  std::vector<TextEntry> train, held_out;
-  for (const auto& name : corpora) {
-    const auto split =
-        split_entries(load_corpus(name, data.max_entries), data.held_out_fraction, data.split_salt);
-    train.insert(train.end(), split.train.begin(), split.train.end());
-    held_out.insert(held_out.end(), split.held_out.begin(), split.held_out.end());
-  }
+  const Split split = split_corpora(corpora, data);
   SplitData s;
-  s.train_documents = static_cast<int64_t>(train.size());
-  s.held_out_documents = static_cast<int64_t>(held_out.size());
-  s.train = std::make_unique<LmDataset>(tokenize_entries(train, tokenizer), data.seq_len);
-  s.held_out = std::make_unique<LmDataset>(tokenize_entries(held_out, tokenizer), data.seq_len);
+  s.train = std::make_unique<LmDataset>(tokenize_entries(split.train, tokenizer), data.seq_len);
+  s.held_out =
+      std::make_unique<LmDataset>(tokenize_entries(split.held_out, tokenizer), data.seq_len);
   return s;
+}
+
+std::unique_ptr<LmDataset> load_held_out(const std::vector<std::string>& corpora,
+                                         const DataConfig& data, const Tokenizer& tokenizer) {
+  return std::make_unique<LmDataset>(
+      tokenize_entries(split_corpora(corpora, data).held_out, tokenizer), data.seq_len);
 }
 
 }  // namespace kvtune

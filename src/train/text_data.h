@@ -20,12 +20,15 @@ std::vector<std::vector<int64_t>> tokenize_entries(const std::vector<TextEntry>&
 
 struct SplitData {
   std::unique_ptr<LmDataset> train, held_out;
-  int64_t train_documents = 0, held_out_documents = 0;
 };
 
 // The corpora read with load_corpus(name, data.max_entries), each split by headword with
 // (data.held_out_fraction, data.split_salt), sides concatenated in the order given.
 SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
                      const Tokenizer& tokenizer);
+
+// The held-out side of load_split alone (evaluation: the training side is not tokenized).
+std::unique_ptr<LmDataset> load_held_out(const std::vector<std::string>& corpora,
+                                         const DataConfig& data, const Tokenizer& tokenizer);
 
 }  // namespace kvtune

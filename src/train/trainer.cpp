@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
@@ -288,18 +289,6 @@ torch::Tensor domain_keys(const Recipe& r, TransformerLM& model, MemoryLayer& la
   return (keys / keys.norm(2, 1, true).clamp_min(1e-12)).contiguous();
 }
 
-std::string percent(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * v);
-  return buf;
-}
-
-std::string fixed(double v, int digits) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
 // Text safe inside a Markdown table cell.
 std::string cell(const std::string& text) {
   std::string out;
@@ -331,10 +320,12 @@ std::string report_markdown(const nlohmann::json& report) {
   std::ostringstream md;
   md << "# Fine-tuning report: " << report.value("recipe", std::string("?")) << " (method "
      << report.value("method", std::string("?")) << ")\n\n";
-  md << report.value("steps", 0) << " steps, " << report.value("trainable_parameters", 0)
-     << " trainable parameters, " << fixed(report.value("wall_seconds", 0.0), 1)
-     << " s of training, peak memory "
-     << fixed(double(report.value("peak_memory_bytes", int64_t{0})) / (1 << 20), 0) << " MiB.\n\n";
+  md << fmt::format(
+      "{} steps, {} trainable parameters, {:.1f} s of training, peak memory {:.0f} "
+      "MiB.\n\n",
+      report.value("steps", 0), report.value("trainable_parameters", 0),
+      report.value("wall_seconds", 0.0),
+      double(report.value("peak_memory_bytes", int64_t{0})) / (1 << 20));
   md << "| set | metric | before | after | change |\n|---|---|---|---|---|\n";
   for (const char* set : {"domain", "general"}) {
     if (!report.contains(set)) continue;
@@ -352,12 +343,10 @@ std::string report_markdown(const nlohmann::json& report) {
     for (const auto& row : rows) {
       if (!before.contains(row.key) || !after.contains(row.key)) continue;
       const double b = before[row.key].get<double>(), a = after[row.key].get<double>();
-      md << "| " << name << " | " << row.label << " | "
-         << (row.is_fraction ? percent(b) : fixed(b, 3)) << " | "
-         << (row.is_fraction ? percent(a) : fixed(a, 3)) << " | "
-         << (row.is_fraction ? (a >= b ? "+" : "") + fixed(100.0 * (a - b), 2) + " points"
-                             : (a >= b ? "+" : "") + fixed(a - b, 3))
-         << " |\n";
+      md << (row.is_fraction ? fmt::format("| {} | {} | {:.2f}% | {:.2f}% | {:+.2f} points |\n",
+                                           name, row.label, 100 * b, 100 * a, 100 * (a - b))
+                             : fmt::format("| {} | {} | {:.3f} | {:.3f} | {:+.3f} |\n", name,
+                                           row.label, b, a, a - b));
     }
   }
   if (report.contains("domain") && report["domain"]["after"].contains("answers")) {
