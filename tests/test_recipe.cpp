@@ -99,8 +99,11 @@ TEST(RecipeErrors, NamesOutsideTheirSets) {
               AllOf(HasSubstr("key 'method' is 'memroy'"), HasSubstr("memory, full, lora")));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"mode=train"}); }),
               HasSubstr("pretrain, finetune"));
-  EXPECT_THAT(error_of([&] { scratch.load_and_validate({"backward=sampled"}); }),
-              HasSubstr("exact, dense"));
+  EXPECT_THAT(error_of([&] { scratch.load_and_validate({"backward=approximate"}); }),
+              HasSubstr("exact, sampled, dense"));
+  EXPECT_NO_THROW(scratch.load_and_validate({"backward=sampled"}));
+  EXPECT_THAT(error_of([&] { scratch.load_and_validate({"attention.estimator=gumble"}); }),
+              AllOf(HasSubstr("attention.estimator"), HasSubstr("gumbel")));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"domain_bank.key_init=zeros"}); }),
               HasSubstr("domain_bank.key_init"));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"train.device=tpu"}); }),
@@ -122,6 +125,11 @@ TEST(RecipeErrors, OutOfRange) {
       {"data.seq_len=129", "max_seq_len 128"},
       {"domain_bank.size=16", "fewer slots than the model's memory.k = 32"},
       {"domain_bank.index.nprobe=-1", "'domain_bank.index.nprobe' must be >= 0"},
+      {"attention.k=-1", "'attention.k' must be >= 0"},
+      {"attention.samples=0", "'attention.samples' must be > 0"},
+      {"attention.groups=0", "'attention.groups' must be in [1, attention.samples = 128]"},
+      {"attention.tail_samples=-2", "'attention.tail_samples' must be >= 0"},
+      {"attention.backward_samples=0", "'attention.backward_samples' must be > 0"},
   };
   for (const auto& [set, message] : cases) {
     EXPECT_THAT(error_of([&] { scratch.load_and_validate({set}); }), HasSubstr(message)) << set;

@@ -40,6 +40,12 @@ void expect_recipe_eq(const Recipe& a, const Recipe& b) {
   EXPECT_EQ(YAML::Dump(model_config_yaml(a.model_config)),
             YAML::Dump(model_config_yaml(b.model_config)));
   EXPECT_EQ(a.backward, b.backward);
+  EXPECT_EQ(a.attention.estimator, b.attention.estimator);
+  EXPECT_EQ(a.attention.k, b.attention.k);
+  EXPECT_EQ(a.attention.samples, b.attention.samples);
+  EXPECT_EQ(a.attention.groups, b.attention.groups);
+  EXPECT_EQ(a.attention.tail_samples, b.attention.tail_samples);
+  EXPECT_EQ(a.attention.backward_samples, b.attention.backward_samples);
   EXPECT_EQ(a.data.general, b.data.general);
   EXPECT_EQ(a.data.domain, b.data.domain);
   EXPECT_EQ(a.data.held_out_fraction, b.data.held_out_fraction);
@@ -81,6 +87,7 @@ model_overrides:
   max_seq_len: 256
   memory: {key_dim: 48, value_dim: 40, estimator: dense, k: 8}
 backward: dense
+attention: {estimator: gumbel, k: 7, samples: 33, groups: 3, tail_samples: 5, backward_samples: 9}
 data:
   general: [jargon, foldoc]
   domain: elements-facts

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -119,6 +120,47 @@ TEST_F(TrainerTest, MemoryFinetuneLeavesTheFrozenBaseUnchanged) {
   EXPECT_GT(layers_after[0]->banks()[1]->bank().values.abs().sum().item<double>(), 0.0);
   EXPECT_TRUE(fs::exists(out + "/report.json"));
   EXPECT_TRUE(fs::exists(out + "/report.md"));
+}
+
+// The sampled backward trains the domain bank through rows the top-k never retrieved: its
+// gradients, hence its trained values, differ from the exact backward's, and the frozen base
+// stays as it was.
+TEST_F(TrainerTest, SampledBackwardTrainsTheDomainBank) {
+  auto trained_values = [&](const std::string& backward, const std::string& estimator) {
+    auto r = micro_recipe("finetune");
+    r.base = base();
+    r.backward = backward;
+    r.attention.estimator = estimator;
+    r.attention.backward_samples = 8;
+    r.attention.samples = 16;
+    const auto out = dir_->file("ft-" + backward + "-" + estimator);
+    const auto o = finetune(r, out, false);
+    EXPECT_EQ(o.train.steps, 6);
+    EXPECT_TRUE(std::isfinite(o.train.final_loss));
+    const auto after = load_run_model(out + "/model");
+    const auto base_model = load_model(base() + "/model");
+    EXPECT_TRUE(torch::equal(after.model->memory_layers()[0]->banks()[0]->bank().values,
+                             base_model.model->memory_layers()[0]->banks()[0]->bank().values));
+    return after.model->memory_layers()[0]->banks()[1]->bank().values.clone();
+  };
+  const auto exact = trained_values("exact", "");
+  const auto sampled = trained_values("sampled", "");
+  const auto sampled_gumbel = trained_values("sampled", "gumbel");
+  EXPECT_GT(sampled.abs().sum().item<double>(), 0.0);
+  EXPECT_GT(sampled_gumbel.abs().sum().item<double>(), 0.0);
+  EXPECT_FALSE(torch::equal(exact, sampled));
+}
+
+TEST_F(TrainerTest, AttentionKAboveTheBaseBankIsRefused) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  r.attention.k = 100000;
+  try {
+    finetune(r, dir_->file("ft-big-k"), false);
+    FAIL() << "attention.k larger than the base bank was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(std::string(e.what()), ::testing::HasSubstr("attention.k 100000"));
+  }
 }
 
 TEST_F(TrainerTest, ReportHoldsEverySetBeforeAndAfterWithTheDomainHookMerged) {

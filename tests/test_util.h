@@ -10,6 +10,7 @@
 #include <iostream>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -72,6 +73,19 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The least-squares slope of y against x (at least two distinct x).
+inline double least_squares_slope(const std::vector<double>& x, const std::vector<double>& y) {
+  const double n = static_cast<double>(x.size());
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sx += x[i];
+    sy += y[i];
+    sxx += x[i] * x[i];
+    sxy += x[i] * y[i];
+  }
+  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+}
 
 inline std::string source_dir() {
   return KVTUNE_SOURCE_DIR;

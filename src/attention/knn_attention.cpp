@@ -1,11 +1,37 @@
 #include "attention/knn_attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "attention/estimator.h"
+#include "attention/impl/sampled_backward.h"
 #include "common/check.h"
 
 namespace kvtune {
+
+namespace {
+
+// The backward an estimator's own autograd gives ("" for the forward-only sampled ones).
+std::string own_backward(const std::string& estimator) {
+  if (estimator == "topk") return "exact";
+  if (estimator == "dense") return "dense";
+  return "";
+}
+
+bool needs_gradient(const torch::Tensor& q_unit, const std::vector<BankView>& banks) {
+  if (!torch::GradMode::is_enabled()) return false;
+  if (q_unit.requires_grad()) return true;
+  for (const auto& b : banks)
+    if (b.keys.requires_grad() || b.values.requires_grad()) return true;
+  return false;
+}
+
+}  // namespace
+
+const std::vector<std::string>& attention_backward_names() {
+  static const std::vector<std::string> names = {"exact", "sampled", "dense"};
+  return names;
+}
 
 std::vector<int64_t> bank_offsets(const std::vector<BankView>& banks) {
   std::vector<int64_t> offsets;
@@ -29,6 +55,11 @@ void check_attention_inputs(const torch::Tensor& queries, const std::vector<Bank
             "queries must be float32 or float64, got ", dtype);
   KVT_CHECK(!banks.empty(), "kNN attention needs at least one bank");
   KVT_CHECK(options.k > 0, "k must be positive, got ", options.k);
+  const auto& backwards = attention_backward_names();
+  KVT_CHECK(std::find(backwards.begin(), backwards.end(), options.backward) != backwards.end(),
+            "unknown backward '", options.backward, "': choose one of exact, sampled, dense");
+  KVT_CHECK(options.backward != "sampled" || options.backward_samples > 0,
+            "backward 'sampled' needs backward_samples > 0, got ", options.backward_samples);
   KVT_CHECK(options.scale >= 0 && std::isfinite(options.scale),
             "scale must be finite and >= 0 (0 means sqrt(d_k)), got ", options.scale);
   const int64_t dk = queries.size(-1);
@@ -72,7 +103,25 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
   const auto flat = queries.reshape({-1, queries.size(-1)});
   const auto q_unit = torch::nn::functional::normalize(
       flat, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
-  KnnAttentionResult r = estimator->forward(q_unit, banks, resolved);
+  KnnAttentionResult r;
+  if (!needs_gradient(q_unit, banks) || own_backward(resolved.estimator) == resolved.backward) {
+    r = estimator->forward(q_unit, banks, resolved);
+  } else {
+    // The forward estimate without autograd, then the chosen gradient attached to it: the
+    // output's value is the estimator's, its gradient the backward's.
+    {
+      torch::NoGradGuard no_grad;
+      r = estimator->forward(q_unit.detach(), banks, resolved);
+    }
+    if (resolved.backward == "sampled") {
+      r.output = impl::with_sampled_backward(q_unit, banks, resolved, r.output, r.ids);
+    } else {
+      // "exact" or "dense": that op's own autograd, with zero value (g - g.detach() is 0 exactly).
+      const auto g = make_estimator(resolved.backward == "exact" ? "topk" : "dense")
+                         ->forward(q_unit, banks, resolved);
+      r.output = r.output + (g.output - g.output.detach());
+    }
+  }
 
   auto with_last = [&](int64_t last) {
     auto s = lead;

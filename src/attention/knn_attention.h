@@ -17,9 +17,19 @@ struct KnnAttentionOptions {
   // "gumbel": median of means of exact lazy Gumbel samples from the softmax over every key
   //   (lazy_gumbel.h); forward only.
   // "topk+tail": the top-k plus `tail_samples` uniform keys from outside it, importance
-  //   weighted (Mussmann's estimator, topk_tail.h); forward only.
+  //   weighted (Mussmann's estimator, topk_tail.h).
   // Both sampled estimators look at the top-k set from the index, so `k` matters to them too.
   std::string estimator = "topk";
+  // The gradient, whatever the forward estimator (algorithms.md sections 1 and 4):
+  // "exact": the exact gradient of the truncated top-k op ("topk"'s own backward);
+  // "sampled": the shared-sample estimator of the full-softmax gradient: `backward_samples`
+  //   lazy Gumbel draws j ~ P per query row give dV, dQ and dK over every key of every bank,
+  //   with D = dO . O from the forward output (unbiased when that output is exact, as with
+  //   "dense"; error ~ backward_samples^-1/2);
+  // "dense": the exact full-softmax gradient, every key scored (the reference; O(N) per row).
+  // Trainable banks get sparse row gradients from "exact" and "sampled"; frozen banks none.
+  std::string backward = "exact";
+  int64_t backward_samples = 32;
   int64_t k = 32;
   double scale = 0.0;  // 0 means sqrt(d_k), as in the seed module
 
@@ -32,7 +42,8 @@ struct KnnAttentionOptions {
   int64_t tail_samples = 64;
   // "gumbel", "topk+tail": query row r draws from the stream stream_seed(seed, r) of a
   // std::mt19937_64 (lazy_gumbel.h): the same seed and inputs give the same output, with any
-  // number of threads. A trainer must vary it between steps.
+  // number of threads. The "sampled" backward uses streams independent of the forward's
+  // (sampled_backward.h). A trainer must vary the seed between steps.
   uint64_t seed = 0;
 };
 
@@ -43,10 +54,14 @@ struct KnnAttentionResult {
 };
 
 // queries [..., dk] (normalized inside: cosine scores, autograd through the normalization).
-// Differentiable in queries and in every bank tensor that requires grad; key and value
-// gradients of "topk" are sparse COO tensors holding only the retrieved rows.
+// Differentiable in queries and in every bank tensor that requires grad, with the gradient
+// options.backward names (any forward estimator with any backward); key and value gradients of
+// "exact" and "sampled" are sparse COO tensors holding only the rows that received gradient.
 KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector<BankView>& banks,
                                  const KnnAttentionOptions& options);
+
+// The backward choices, in the order documented above: exact, sampled, dense.
+const std::vector<std::string>& attention_backward_names();
 
 // Checks the banks and queries agree (dims, dtypes, devices, contiguity); names the bank.
 void check_attention_inputs(const torch::Tensor& queries, const std::vector<BankView>& banks,

@@ -36,6 +36,9 @@ class MemoryLayerImpl : public torch::nn::Module {
   // The retrieval of the last forward: ids [..., heads, k] (global, see knn_attention.h).
   const torch::Tensor& last_ids() const { return last_ids_; }
   const MemoryLayerOptions& options() const { return options_; }
+  // The attention settings of later forwards (estimator, backward, samples, seed, ...): a
+  // trainer sets the recipe's and a new seed each step.
+  void set_attention(const KnnAttentionOptions& attention) { options_.attention = attention; }
   // When on, forward keeps its unit queries [..., heads, key_dim] (detached), e.g. to place a
   // new domain bank's keys by k-means of the queries it will see.
   void set_capture_queries(bool on) { capture_queries_ = on; }

@@ -45,6 +45,17 @@ struct OptimConfig {
   int64_t warmup_steps = 20;
 };
 
+// The memory layers' attention while this recipe trains and evaluates (the saved model keeps its
+// own settings for inference). Empty / 0 fields keep the model's.
+struct AttentionConfig {
+  std::string estimator;  // forward: "topk" | "dense" | "gumbel" | "topk+tail" ("": the model's)
+  int64_t k = 0;          // 0: the model's memory.k
+  int64_t samples = 128;  // "gumbel" forward: draws per query row
+  int64_t groups = 4;     // "gumbel" forward: median-of-means groups
+  int64_t tail_samples = 64;      // "topk+tail" forward: uniform tail keys per query row
+  int64_t backward_samples = 32;  // "sampled" backward: draws per query row
+};
+
 struct TrainConfig {
   int64_t steps = 200;
   int64_t batch_size = 16;
@@ -64,7 +75,8 @@ struct Recipe {
   std::string base;                // finetune: the pretrained run folder
   std::string model = "tiny";      // pretrain: a name in configs/models/ or a YAML path
   ModelConfig model_config;        // resolved from `model`, then `model_overrides`
-  std::string backward = "exact";  // "exact" | "sampled" (once available) | "dense"
+  std::string backward = "exact";  // "exact" | "sampled" | "dense" (knn_attention.h)
+  AttentionConfig attention;
   DataConfig data;
   DomainBankConfig domain_bank;
   LoraConfig lora;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <string>
 
+#include "attention/knn_attention.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/named_config.h"
@@ -66,6 +67,15 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("model", r.model)
       .get("model_overrides", model_overrides)
       .get("backward", r.backward);
+
+  YamlReader attention = top.child("attention");
+  attention.get("estimator", r.attention.estimator)
+      .get("k", r.attention.k)
+      .get("samples", r.attention.samples)
+      .get("groups", r.attention.groups)
+      .get("tail_samples", r.attention.tail_samples)
+      .get("backward_samples", r.attention.backward_samples);
+  attention.finish();
 
   YamlReader data = top.child("data");
   r.data.general = read_string_list(data, "general", r.data.general);
@@ -245,6 +255,14 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   // The whole resolved model: the run does not depend on later edits of configs/models/.
   n["model_overrides"] = model_config_yaml(r.model_config);
   n["backward"] = r.backward;
+  YAML::Node attention;
+  attention["estimator"] = r.attention.estimator;
+  attention["k"] = r.attention.k;
+  attention["samples"] = r.attention.samples;
+  attention["groups"] = r.attention.groups;
+  attention["tail_samples"] = r.attention.tail_samples;
+  attention["backward_samples"] = r.attention.backward_samples;
+  n["attention"] = attention;
 
   YAML::Node data = n["data"];
   data["general"] = flow_list(r.data.general);
@@ -306,10 +324,7 @@ const std::vector<std::string>& recipe_methods() {
 }
 
 const std::vector<std::string>& backward_modes() {
-  // HOOK (sampled backward, a later issue): add "sampled" here once its estimator exists, and
-  // its checks in validate_recipe (recipe_validate.cpp, look for "backward").
-  static const std::vector<std::string> names = {"exact", "dense"};
-  return names;
+  return attention_backward_names();
 }
 
 }  // namespace kvtune

@@ -63,6 +63,6 @@ SetOverride parse_set_override(const std::string& text);
 // Accepted names, in the order messages list them.
 const std::vector<std::string>& recipe_modes();    // pretrain, finetune
 const std::vector<std::string>& recipe_methods();  // memory, full, lora
-const std::vector<std::string>& backward_modes();  // exact, dense (sampled: a later issue)
+const std::vector<std::string>& backward_modes();  // exact, sampled, dense
 
 }  // namespace kvtune

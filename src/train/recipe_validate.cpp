@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/estimator.h"
 #include "common/check.h"
 #include "index/index_config_yaml.h"
 #include "model/model_config_yaml.h"
@@ -120,15 +121,30 @@ void check_optim_and_train(const Recipe& r, const std::string& where) {
 #endif
 }
 
+// The recipe's attention settings (k against the model's base bank is checked by the trainer,
+// which alone knows a finetune base's bank size).
+void check_attention(const Recipe& r, const std::string& where) {
+  const AttentionConfig& a = r.attention;
+  if (!a.estimator.empty())
+    check_one_of(where, "attention.estimator", a.estimator, estimator_names());
+  check_non_negative(where, "attention.k", a.k, "the model's memory.k");
+  check_positive(where, "attention.samples", a.samples);
+  KVT_CHECK(a.groups >= 1 && a.groups <= a.samples, where,
+            ": key 'attention.groups' must be in [1, attention.samples = ", a.samples, "], got ",
+            a.groups);
+  KVT_CHECK(a.tail_samples >= 0, where, ": key 'attention.tail_samples' must be >= 0, got ",
+            a.tail_samples);
+  check_positive(where, "attention.backward_samples", a.backward_samples);
+}
+
 }  // namespace
 
 void validate_recipe(const Recipe& r, const std::string& where) {
   KVT_CHECK(!r.name.empty(), where, ": key 'name' is empty: name the recipe (default: file stem)");
   check_one_of(where, "mode", r.mode, recipe_modes());
   check_one_of(where, "method", r.method, recipe_methods());
-  // The "backward" check: once "sampled" is in backward_modes() (a later issue), add here what
-  // it needs (e.g. an estimator that supports it, a sample size in range).
   check_one_of(where, "backward", r.backward, backward_modes());
+  check_attention(r, where);
   if (r.mode == "pretrain") {
     KVT_CHECK(r.base.empty(), where, ": key 'base' is for finetune recipes (pretraining starts ",
               "from scratch); remove it or set mode: finetune");

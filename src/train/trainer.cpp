@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "attention/lazy_gumbel.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/resources.h"
@@ -43,12 +44,42 @@ torch::Tensor lm_loss(TransformerLM& model, const torch::Tensor& batch) {
                                               targets.reshape({-1}));
 }
 
+// The recipe's attention settings on every memory layer (recipe.h AttentionConfig, `backward`).
+void configure_attention(TransformerLM& model, const Recipe& r) {
+  for (auto& layer : model->memory_layers()) {
+    KnnAttentionOptions a = layer->options().attention;
+    if (!r.attention.estimator.empty()) a.estimator = r.attention.estimator;
+    if (r.attention.k > 0) a.k = r.attention.k;
+    const int64_t base = layer->banks().empty() ? 0 : layer->banks().front()->size();
+    KVT_CHECK(base == 0 || a.k <= base, "recipe '", r.name, "': attention.k ", a.k,
+              " is larger than the model's base bank (", base, " slots): lower attention.k");
+    a.samples = r.attention.samples;
+    a.groups = r.attention.groups;
+    a.tail_samples = r.attention.tail_samples;
+    a.backward = r.backward;
+    a.backward_samples = r.attention.backward_samples;
+    layer->set_attention(a);
+  }
+}
+
+// The seed of the sampled estimators and backward: a new one per training step
+// (stream_seed(train.seed, step)), a fixed one (0) for every evaluation, so that evaluations
+// of different runs and steps draw alike.
+void set_attention_seed(TransformerLM& model, uint64_t seed) {
+  for (auto& layer : model->memory_layers()) {
+    KnnAttentionOptions a = layer->options().attention;
+    a.seed = seed;
+    layer->set_attention(a);
+  }
+}
+
 // Held-out sets evaluated during and after training, by name ("domain", "general").
 using EvalSets = std::vector<std::pair<std::string, const LmDataset*>>;
 
 LmMetrics evaluate(TransformerLM& model, const LmDataset& data, const TrainConfig& t,
                    const torch::Tensor& token_bytes) {
   model->eval();
+  set_attention_seed(model, 0);
   auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
   const auto m = evaluate_lm(fn, data, t.eval_batches, t.batch_size, token_bytes);
   model->train();
@@ -186,6 +217,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
   for (; step < t.steps; ++step) {
     if (g_stop_after > 0 && step - outcome.first_step >= g_stop_after) break;
     const auto batch = data.train_batch(t.batch_size, t.seed, step);
+    set_attention_seed(s.model, stream_seed(t.seed, static_cast<uint64_t>(step)));
     dense_opt.zero_grad();
     if (sparse_opt) sparse_opt->zero_grad();
     auto loss = lm_loss(s.model, batch);
@@ -378,6 +410,7 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
   TrainState s;
   s.model = TransformerLM(r.model_config);
   s.model->attach_base_banks(r.train.seed);
+  configure_attention(s.model, r);
   s.token_bytes = token_byte_lengths(tokenizer);
   s.dense = s.model->parameters();
   for (auto& layer : s.model->memory_layers()) {
@@ -414,6 +447,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
 
   TrainState s;
   s.model = loaded.model;
+  configure_attention(s.model, r);
   s.token_bytes = token_byte_lengths(tokenizer);
   const std::string fingerprint = model_fingerprint(s.model);
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
@@ -424,6 +458,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
     if (domain_metrics) {
       torch::NoGradGuard no_grad;
       s.model->eval();
+      set_attention_seed(s.model, 0);
       j["domain"].update(domain_metrics(s.model, tokenizer));
       s.model->train();
     }

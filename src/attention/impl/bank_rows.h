@@ -1,5 +1,6 @@
 // Read access to the rows of several banks by global id, in double, for the sampled estimators
-// (lazy Gumbel, top-k + tail): scores of arbitrary ids and weighted sums of value rows. Holds
+// (lazy Gumbel, top-k + tail) and the sampled backward: scores of arbitrary ids, weighted sums
+// of key and value rows, dot products with value rows. Holds
 // raw pointers (no torch calls per row, safe inside OpenMP loops) and references to the
 // tensors so they stay alive.
 #pragma once
@@ -47,6 +48,34 @@ class BankRows {
       for (int64_t j = 0; j < dk_; ++j) s += q[j] * static_cast<double>(k[j]);
     }
     return scale * s;
+  }
+
+  // <x, v_id> in double (id must be valid).
+  double value_dot(int64_t id, const double* x) const {
+    const auto [b, row] = locate_global_id(offsets_, total_, id);
+    const auto& values = values_[b];
+    double s = 0;
+    if (values.scalar_type() == torch::kFloat64) {
+      const double* v = values.data_ptr<double>() + row * dv_;
+      for (int64_t j = 0; j < dv_; ++j) s += x[j] * v[j];
+    } else {
+      const float* v = values.data_ptr<float>() + row * dv_;
+      for (int64_t j = 0; j < dv_; ++j) s += x[j] * static_cast<double>(v[j]);
+    }
+    return s;
+  }
+
+  // out[dk] += w * k_id (id must be valid).
+  void add_key(int64_t id, double w, double* out) const {
+    const auto [b, row] = locate_global_id(offsets_, total_, id);
+    const auto& keys = keys_[b];
+    if (keys.scalar_type() == torch::kFloat64) {
+      const double* k = keys.data_ptr<double>() + row * dk_;
+      for (int64_t j = 0; j < dk_; ++j) out[j] += w * k[j];
+    } else {
+      const float* k = keys.data_ptr<float>() + row * dk_;
+      for (int64_t j = 0; j < dk_; ++j) out[j] += w * static_cast<double>(k[j]);
+    }
   }
 
   // out[dv] += w * v_id (id must be valid).

@@ -23,9 +23,8 @@ KnnAttentionResult sampled_forward(const std::string& name, const torch::Tensor&
                                    const std::vector<BankView>& banks,
                                    const KnnAttentionOptions& options, const SampledRowFn& fn) {
   KVT_CHECK(!needs_backward(q_unit, banks), "estimator '", name,
-            "' has no backward yet (sampled gradients, algorithms.md section 4, are not "
-            "implemented): run it under torch::NoGradGuard or with tensors that do not require "
-            "grad, or use 'topk' or 'dense' to train");
+            "' has no autograd of its own: call it through knn_attention, which attaches the "
+            "backward options.backward names (exact, sampled or dense)");
   const auto q = q_unit.detach().contiguous();
   const int64_t R = q.size(0), dk = q.size(1), k = options.k;
   const BankRows rows(banks);

@@ -24,7 +24,8 @@ struct SampledRow {
 
 using SampledRowFn = std::function<void(const BankRows& rows, const SampledRow& row)>;
 
-// Forward only: throws kvtune::Error when autograd would need a backward (grad mode on and the
+// No autograd of its own (knn_attention runs it without grad and attaches options.backward):
+// throws kvtune::Error when autograd would need a backward (grad mode on and the
 // queries or a bank tensor require grad), naming the estimator.
 KnnAttentionResult sampled_forward(const std::string& name, const torch::Tensor& q_unit,
                                    const std::vector<BankView>& banks,

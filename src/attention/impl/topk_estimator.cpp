@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 
 #include "attention/impl/estimators.h"
+#include "attention/impl/row_gradient.h"
 #include "attention/retrieval.h"
 #include "kernels/knn_attention_cpu.h"
 
@@ -28,14 +29,6 @@ std::vector<kernels::BankPointers<T>> bank_pointers(const std::vector<torch::Ten
     offset += tensors[b].size(0);
   }
   return ptrs;
-}
-
-// Sparse COO gradient of a [N, d] bank tensor from its touched rows.
-torch::Tensor row_gradient(const torch::Tensor& rows, const torch::Tensor& grads,
-                           const torch::Tensor& like) {
-  return torch::sparse_coo_tensor(rows.unsqueeze(0), grads, like.sizes(),
-                                  grads.options().layout(torch::kSparse))
-      ._coalesced_(true);
 }
 
 struct TopkFunction : public torch::autograd::Function<TopkFunction> {
