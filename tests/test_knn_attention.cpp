@@ -211,6 +211,40 @@ TEST(AttentionGradients, FrozenBanksGetNoneTrainableOnlyRetrievedRows) {
   }
 }
 
+// A learned scale: the same output as that scale fixed, and dL/dc against central differences
+// of the loss in c (float64), for the truncated and the dense op.
+TEST(AttentionGradients, LearnedScaleMatchesFiniteDifferences) {
+  torch::manual_seed(static_cast<int64_t>(test::fresh_seed()));
+  const auto banks = make_banks({40, 25}, 8, 5, torch::kFloat64);
+  const auto q = torch::randn({3, 2, 8}, torch::kFloat64);
+  const auto w = torch::randn({3, 2, 5}, torch::kFloat64);
+  for (const std::string est : {"topk", "dense"}) {
+    KnnAttentionOptions o;
+    o.estimator = est;
+    o.backward = est == "topk" ? "exact" : "dense";
+    o.k = 6;
+    const double c = 3.7;
+    auto loss = [&](double scale) {
+      KnnAttentionOptions fixed = o;
+      fixed.scale = scale;
+      return (knn_attention(q, banks.views(), fixed).output * w).sum().item<double>();
+    };
+    auto log_c = torch::tensor(std::log(c), torch::kFloat64).set_requires_grad(true);
+    const auto out = knn_attention(q, banks.views(), o, log_c.exp());
+    KnnAttentionOptions fixed = o;
+    fixed.scale = c;
+    EXPECT_LT(rel_error(out.output.detach(), knn_attention(q, banks.views(), fixed).output), 1e-14)
+        << est;
+    (out.output * w).sum().backward();
+    const double h = 1e-5;
+    const double fd = (loss(c * std::exp(h)) - loss(c * std::exp(-h))) / (2 * h);  // d/d log c
+    EXPECT_NEAR(log_c.grad().item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << est;
+    EXPECT_GT(std::abs(fd), 1e-3) << est << ": the check needs a loss that depends on c";
+  }
+  KnnAttentionOptions o;
+  EXPECT_THROW(knn_attention(q, banks.views(), o, torch::tensor(-1.0, torch::kFloat64)), Error);
+}
+
 TEST(AttentionBanks, TwoBanksSearchedTogetherEqualOneBankHoldingBoth) {
   torch::manual_seed(test::fresh_seed());
   const int64_t dk = 10, dv = 6;

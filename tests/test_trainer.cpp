@@ -151,6 +151,32 @@ TEST_F(TrainerTest, SampledBackwardTrainsTheDomainBank) {
   EXPECT_FALSE(torch::equal(exact, sampled));
 }
 
+// attention.learn_scale trains one log c; the learned value is reported, saved as the model's
+// memory.scale and used by the reloaded model.
+TEST_F(TrainerTest, LearnedScaleIsTrainedReportedAndSaved) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  r.attention.learn_scale = true;
+  r.optim.bank_lr = 5e-2;
+  const auto out = dir_->file("ft-learn-scale");
+  const auto o = finetune(r, out, false);
+  const double before = o.report["attention"]["scale"]["before"].get<double>();
+  const double after = o.report["attention"]["scale"]["after"].get<double>();
+  EXPECT_NEAR(before, std::sqrt(static_cast<double>(test::micro_config().memory.key_dim)), 1e-6);
+  EXPECT_NE(after, before);
+  // 6 Adam steps of at most ~lr each in log c.
+  EXPECT_LT(std::abs(std::log(after / before)), 6 * 5e-2 * 1.5);
+  const auto reloaded = load_run_model(out + "/model");
+  EXPECT_NEAR(reloaded.config.memory.attention.scale, after, 1e-6 * after);
+  EXPECT_NEAR(reloaded.model->memory_layers()[0]->options().attention.scale, after, 1e-6 * after);
+  EXPECT_NEAR(reloaded.model->memory_layers()[0]->banks()[1]->bank().meta.score_scale, after,
+              1e-6 * after);
+  const auto& m = test::micro_config();
+  const int64_t query = m.d_model * m.memory.heads * m.memory.key_dim;
+  const int64_t bank = r.domain_bank.size * (m.memory.key_dim + m.memory.value_dim);
+  EXPECT_EQ(o.train.trainable_parameters, query + bank + 1);  // + log c
+}
+
 TEST_F(TrainerTest, AttentionKAboveTheBaseBankIsRefused) {
   auto r = micro_recipe("finetune");
   r.base = base();

@@ -93,7 +93,8 @@ void check_attention_inputs(const torch::Tensor& queries, const std::vector<Bank
 }
 
 KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector<BankView>& banks,
-                                 const KnnAttentionOptions& options) {
+                                 const KnnAttentionOptions& options,
+                                 const torch::Tensor& learned_scale) {
   check_attention_inputs(queries, banks, options);
   const auto estimator = make_estimator(options.estimator);
   KnnAttentionOptions resolved = options;
@@ -101,8 +102,17 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
 
   const auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
   const auto flat = queries.reshape({-1, queries.size(-1)});
-  const auto q_unit = torch::nn::functional::normalize(
+  auto q_unit = torch::nn::functional::normalize(
       flat, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
+  if (learned_scale.defined()) {
+    KVT_CHECK(learned_scale.numel() == 1, "learned_scale must hold one value, got ",
+              learned_scale.numel());
+    const double c = learned_scale.detach().to(torch::kFloat64).item<double>();
+    KVT_CHECK(std::isfinite(c) && c > 0, "learned_scale must be finite and > 0, got ", c);
+    resolved.scale = c;
+    // Exactly q_unit in value (x / x is 1 in IEEE arithmetic); carries dL/dc.
+    q_unit = q_unit * (learned_scale.reshape({}).to(q_unit.scalar_type()) / c);
+  }
   KnnAttentionResult r;
   if (!needs_gradient(q_unit, banks) || own_backward(resolved.estimator) == resolved.backward) {
     r = estimator->forward(q_unit, banks, resolved);

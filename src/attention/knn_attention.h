@@ -57,8 +57,13 @@ struct KnnAttentionResult {
 // Differentiable in queries and in every bank tensor that requires grad, with the gradient
 // options.backward names (any forward estimator with any backward); key and value gradients of
 // "exact" and "sampled" are sparse COO tensors holding only the rows that received gradient.
+// `learned_scale`, when defined, is a positive 0-dim tensor used as the scale instead of
+// options.scale, with its gradient: the scores depend on the scale only through c * q_unit, so
+// the op runs on q_unit * (c / c.item()) (the same values) with scale c.item(), and autograd
+// gives dL/dc = sum_rows <q_unit, dL/dq_unit> / c, whatever the backward.
 KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector<BankView>& banks,
-                                 const KnnAttentionOptions& options);
+                                 const KnnAttentionOptions& options,
+                                 const torch::Tensor& learned_scale = torch::Tensor());
 
 // The backward choices, in the order documented above: exact, sampled, dense.
 const std::vector<std::string>& attention_backward_names();

@@ -43,7 +43,8 @@ torch::Tensor MemoryLayerImpl::forward(const torch::Tensor& x) {
   std::vector<BankView> views;
   views.reserve(banks_.size());
   for (const auto& b : banks_) views.push_back(b->view());
-  auto result = knn_attention(q, views, options_.attention);
+  auto result = knn_attention(q, views, options_.attention,
+                              log_scale_.defined() ? log_scale_.exp() : torch::Tensor());
   last_ids_ = result.ids;
 
   if (options_.track_usage) {

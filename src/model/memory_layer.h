@@ -39,6 +39,10 @@ class MemoryLayerImpl : public torch::nn::Module {
   // The attention settings of later forwards (estimator, backward, samples, seed, ...): a
   // trainer sets the recipe's and a new seed each step.
   void set_attention(const KnnAttentionOptions& attention) { options_.attention = attention; }
+  // A learned score scale: a 0-dim tensor log c (it may require grad, and may be shared by
+  // several layers); while set, it replaces options().attention.scale. Undefined: unset.
+  void set_learned_log_scale(torch::Tensor log_scale) { log_scale_ = std::move(log_scale); }
+  const torch::Tensor& learned_log_scale() const { return log_scale_; }
   // When on, forward keeps its unit queries [..., heads, key_dim] (detached), e.g. to place a
   // new domain bank's keys by k-means of the queries it will see.
   void set_capture_queries(bool on) { capture_queries_ = on; }
@@ -52,6 +56,7 @@ class MemoryLayerImpl : public torch::nn::Module {
   std::vector<std::shared_ptr<IndexedBank>> banks_;
   torch::Tensor last_ids_;
   torch::Tensor last_queries_;
+  torch::Tensor log_scale_;
   bool capture_queries_ = false;
 };
 TORCH_MODULE(MemoryLayer);

@@ -86,6 +86,16 @@ std::vector<MemoryLayer> TransformerLMImpl::memory_layers() const {
   return layers;
 }
 
+void TransformerLMImpl::set_memory_scale(double c) {
+  KVT_CHECK(std::isfinite(c) && c > 0, "memory scale must be finite and > 0, got ", c);
+  config_.memory.attention.scale = c;
+  for (auto& layer : memory_layers()) {
+    KnnAttentionOptions a = layer->options().attention;
+    a.scale = c;
+    layer->set_attention(a);
+  }
+}
+
 void TransformerLMImpl::attach_base_banks(uint64_t seed) {
   const MemoryConfig& mc = config_.memory;
   int64_t i = 0;  // memory layer number

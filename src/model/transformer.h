@@ -32,6 +32,9 @@ class TransformerLMImpl : public torch::nn::Module {
   void attach_base_banks(uint64_t seed);
 
   const ModelConfig& config() const { return config_; }
+  // A new score scale (c > 0) for every memory layer and the model's config (memory.scale), as
+  // after training it (attention.learn_scale).
+  void set_memory_scale(double c);
   // Handles to the blocks (shared: changes through them change the model).
   std::vector<TransformerBlock> blocks() const { return blocks_; }
 

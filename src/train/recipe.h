@@ -54,6 +54,9 @@ struct AttentionConfig {
   int64_t groups = 4;     // "gumbel" forward: median-of-means groups
   int64_t tail_samples = 64;      // "topk+tail" forward: uniform tail keys per query row
   int64_t backward_samples = 32;  // "sampled" backward: draws per query row
+  // Train the score scale c (one log c shared by the memory layers, learning rate
+  // optim.bank_lr); the trained value goes into the saved model's memory.scale.
+  bool learn_scale = false;
 };
 
 struct TrainConfig {

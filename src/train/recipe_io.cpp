@@ -74,7 +74,8 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("samples", r.attention.samples)
       .get("groups", r.attention.groups)
       .get("tail_samples", r.attention.tail_samples)
-      .get("backward_samples", r.attention.backward_samples);
+      .get("backward_samples", r.attention.backward_samples)
+      .get("learn_scale", r.attention.learn_scale);
   attention.finish();
 
   YamlReader data = top.child("data");
@@ -262,6 +263,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   attention["groups"] = r.attention.groups;
   attention["tail_samples"] = r.attention.tail_samples;
   attention["backward_samples"] = r.attention.backward_samples;
+  attention["learn_scale"] = r.attention.learn_scale;
   n["attention"] = attention;
 
   YAML::Node data = n["data"];

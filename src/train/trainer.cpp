@@ -105,7 +105,48 @@ struct TrainState {
   std::vector<std::shared_ptr<IndexedBank>> banks;  // banks whose tensors train
   std::vector<torch::Tensor> bank_params;           // keys/values that require grad, in order
   torch::Tensor token_bytes;                        // token_byte_lengths of the tokenizer
+  torch::Tensor log_scale;  // attention.learn_scale: log c, shared by the memory layers
 };
+
+// The score scale the memory layers use now (options.scale, 0 meaning sqrt(key_dim)).
+double current_scale(TransformerLM& model) {
+  const auto layers = model->memory_layers();
+  if (layers.empty()) return 0;
+  const auto& o = layers.front()->options();
+  if (layers.front()->learned_log_scale().defined())
+    return std::exp(layers.front()->learned_log_scale().item<double>());
+  return o.attention.scale > 0 ? o.attention.scale : std::sqrt(static_cast<double>(o.key_dim));
+}
+
+// attention.learn_scale: one trainable log c, from the current scale, on every memory layer.
+void attach_learned_scale(TrainState& s, const Recipe& r) {
+  if (!r.attention.learn_scale || s.model->memory_layers().empty()) return;
+  const auto dtype = s.model->memory_layers().front()->query->weight.scalar_type();
+  s.log_scale = torch::tensor(std::log(current_scale(s.model)), torch::TensorOptions(dtype))
+                    .set_requires_grad(true);
+  for (auto& layer : s.model->memory_layers()) layer->set_learned_log_scale(s.log_scale);
+}
+
+// After training: the learned scale becomes the layers' fixed scale, the saved model's
+// memory.scale and its banks' score_scale. Returns it (the unchanged scale when not learned).
+double fold_learned_scale(TrainState& s, ModelConfig& config) {
+  const double c = current_scale(s.model);
+  if (!s.log_scale.defined()) return c;
+  s.model->set_memory_scale(c);
+  // The scale is part of the model's config, hence of its fingerprint: domain banks made for
+  // the model before now belong to the model with the learned scale.
+  const std::string fingerprint = model_fingerprint(s.model);
+  for (auto& layer : s.model->memory_layers()) {
+    layer->set_learned_log_scale(torch::Tensor());
+    for (auto& bank : layer->banks()) {
+      auto& meta = bank->mutable_bank().meta;
+      meta.score_scale = c;
+      if (!meta.model_fingerprint.empty()) meta.model_fingerprint = fingerprint;
+    }
+  }
+  config.memory.attention.scale = c;
+  return c;
+}
 
 class JsonlLog {
  public:
@@ -134,6 +175,7 @@ void save_checkpoint(const std::string& path, int64_t step, TrainState& s,
     archive.write("bank" + std::to_string(i) + "/values", bank.values.detach());
     archive.write("bank" + std::to_string(i) + "/usage", bank.usage);
   }
+  if (s.log_scale.defined()) archive.write("attention/log_scale", s.log_scale.detach());
   torch::serialize::OutputArchive opt;
   dense_opt.save(opt);
   archive.write("dense_optimizer", opt);
@@ -175,6 +217,7 @@ int64_t load_checkpoint(const std::string& path, TrainState& s, torch::optim::Ad
     read("bank" + std::to_string(i) + "/usage", bank.usage);
     s.banks[i]->rebuild_index();
   }
+  if (s.log_scale.defined()) read("attention/log_scale", s.log_scale);
   torch::serialize::InputArchive opt;
   archive.read("dense_optimizer", opt);
   dense_opt.load(opt);
@@ -195,6 +238,11 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
   const auto& t = r.train;
   torch::optim::AdamW dense_opt(s.dense,
                                 torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  if (s.log_scale.defined()) {
+    // The learned scale: a memory parameter, at the bank rows' rate, no weight decay.
+    dense_opt.add_param_group(torch::optim::OptimizerParamGroup(
+        {s.log_scale}, std::make_unique<torch::optim::AdamWOptions>(o.bank_lr)));
+  }
   std::unique_ptr<SparseRowAdam> sparse_opt;
   if (!s.bank_params.empty()) {
     SparseRowAdamOptions so;
@@ -205,6 +253,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
   TrainOutcome outcome;
   for (const auto& p : s.dense) outcome.trainable_parameters += p.numel();
   for (const auto& p : s.bank_params) outcome.trainable_parameters += p.numel();
+  if (s.log_scale.defined()) outcome.trainable_parameters += 1;
   if (resume && fs::exists(checkpoint)) {
     outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, sparse_opt.get());
     std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
@@ -224,8 +273,9 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s.dense, o.grad_clip);
     const double lr_scale = lr_at(o, step, t.steps, 1.0);
-    for (auto& group : dense_opt.param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(o.lr * lr_scale);
+    for (size_t g = 0; g < dense_opt.param_groups().size(); ++g) {
+      static_cast<torch::optim::AdamWOptions&>(dense_opt.param_groups()[g].options())
+          .lr((g == 0 ? o.lr : o.bank_lr) * lr_scale);
     }
     dense_opt.step();
     if (sparse_opt) {
@@ -421,10 +471,16 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
     s.bank_params.push_back(bank->bank().values);
     s.banks.push_back(bank);
   }
+  attach_learned_scale(s, r);
+  const double initial_scale = current_scale(s.model);
   auto outcome = train_loop(r, s, *data.train, out_dir, resume, {{"general", data.held_out.get()}});
   if (outcome.steps < r.train.steps) return outcome;
   for (auto& b : s.banks) b->set_trainable(false);
-  save_model((fs::path(out_dir) / "model").string(), s.model, r.model_config, tokenizer);
+  ModelConfig config = r.model_config;
+  const double scale = fold_learned_scale(s, config);
+  if (r.attention.learn_scale)
+    std::cerr << "attention scale: " << initial_scale << " learned -> " << scale << "\n";
+  save_model((fs::path(out_dir) / "model").string(), s.model, config, tokenizer);
   const auto general = evaluate(s.model, *data.held_out, r.train, s.token_bytes);
   JsonlLog((fs::path(out_dir) / "metrics.jsonl").string(), true)
       .write({{"step", outcome.steps}, {"eval", {{"general", to_json(general)}}}});
@@ -501,6 +557,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
     KVT_THROW("unknown method '", r.method, "': choose memory, full or lora");
   }
 
+  attach_learned_scale(s, r);
+  const double initial_scale = current_scale(s.model);
   out.train = train_loop(r, s, *domain.train, out_dir, resume,
                          {{"domain", domain.held_out.get()}, {"general", general.held_out.get()}});
   if (out.train.steps < r.train.steps) return out;
@@ -509,6 +567,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   const std::string model_dir = (fs::path(out_dir) / "model").string();
   if (r.method == "lora") merge_lora(s.model);
   for (auto& b : s.banks) b->set_trainable(false);
+  const double scale = fold_learned_scale(s, loaded.config);
   // The domain banks are saved beside the model folder's base banks, not inside model.pt.
   std::vector<std::vector<std::shared_ptr<IndexedBank>>> domain_banks;
   for (auto& layer : s.model->memory_layers()) {
@@ -527,15 +586,23 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       layers[i]->attach(b);
     }
   }
-  out.report = {{"recipe", r.name},
-                {"method", r.method},
-                {"steps", out.train.steps},
-                {"trainable_parameters", out.train.trainable_parameters},
-                {"wall_seconds", out.train.seconds},
-                {"peak_memory_bytes", peak_rss_bytes()},
-                {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
-                {"domain", {{"before", before["domain"]}, {"after", after["domain"]}}},
-                {"general", {{"before", before["general"]}, {"after", after["general"]}}}};
+  out.report = {
+      {"recipe", r.name},
+      {"method", r.method},
+      {"steps", out.train.steps},
+      {"trainable_parameters", out.train.trainable_parameters},
+      {"wall_seconds", out.train.seconds},
+      {"peak_memory_bytes", peak_rss_bytes()},
+      {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
+      {"attention",
+       {{"estimator", s.model->memory_layers().empty()
+                          ? std::string()
+                          : s.model->memory_layers().front()->options().attention.estimator},
+        {"backward", r.backward},
+        {"learn_scale", r.attention.learn_scale},
+        {"scale", {{"before", initial_scale}, {"after", scale}}}}},
+      {"domain", {{"before", before["domain"]}, {"after", after["domain"]}}},
+      {"general", {{"before", before["general"]}, {"after", after["general"]}}}};
   write_file_atomic((fs::path(out_dir) / "report.json").string(), out.report.dump(2) + "\n");
   write_file_atomic((fs::path(out_dir) / "report.md").string(), report_markdown(out.report));
   return out;
