@@ -3,13 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
-
 #include "bank/bank_io.h"
 #include "bank/tensor_file.h"
+#include "cli_test_util.h"
 #include "test_util.h"
 
 namespace kvtune {
@@ -17,20 +13,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Run {
-  int code;
-  std::string output;
-};
-
-Run kvtune(const std::string& args) {
-  const std::string cmd = std::string(KVTUNE_BINARY_DIR) + "/kvtune " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::kvtune;
 
 TEST(Cli, VersionCreateInspectQuery) {
   test::TempDir dir;

@@ -80,6 +80,48 @@ void check_unique_ids(const torch::Tensor& ids, const std::string& where) {
             rows[1].item<int64_t>(), "): slot ids must be unique; renumber or drop one slot");
 }
 
+// Every origin row names a slot of the bank and a known source; every slot has a row.
+void check_origin(const Bank& bank, const std::string& where) {
+  const SlotOrigin& o = bank.origin;
+  if (!o.defined()) return;
+  check_tensor(o.slot_id, "/origin/slot_id", torch::kInt64, 1, "[R]", where);
+  check_tensor(o.source, "/origin/source", torch::kInt64, 1, "[R]", where);
+  check_tensor(o.source_slot_id, "/origin/source_slot_id", torch::kInt64, 1, "[R]", where);
+  const int64_t r = o.slot_id.size(0);
+  KVT_CHECK(o.source.size(0) == r && o.source_slot_id.size(0) == r, where,
+            ": /origin/slot_id, /origin/source and /origin/source_slot_id have ", r, ", ",
+            o.source.size(0), " and ", o.source_slot_id.size(0),
+            " rows: they need one row per source slot each");
+  const int64_t s = static_cast<int64_t>(o.sources.size());
+  const torch::Tensor bad_source = o.source.lt(0).logical_or_(o.source.ge(s));
+  if (bad_source.any().item<bool>()) {
+    const int64_t row = bad_source.nonzero()[0][0].item<int64_t>();
+    KVT_THROW(where, ": /origin/source row ", row, " is ", o.source[row].item<int64_t>(),
+              " but there are ", s, " sources: indexes run from 0 to ", s - 1);
+  }
+  const int64_t n = bank.slot_ids.size(0);
+  if (n == 0) {
+    KVT_CHECK(r == 0, where, ": /origin has ", r, " rows but the bank has no slot");
+    return;
+  }
+  const torch::Tensor sorted = std::get<0>(bank.slot_ids.sort());
+  const torch::Tensor pos = torch::searchsorted(sorted, o.slot_id).clamp_max_(n - 1);
+  const torch::Tensor unknown = sorted.index_select(0, pos).ne(o.slot_id);
+  if (unknown.any().item<bool>()) {
+    const int64_t row = unknown.nonzero()[0][0].item<int64_t>();
+    KVT_THROW(where, ": /origin/slot_id row ", row, " names slot id ",
+              o.slot_id[row].item<int64_t>(),
+              ", which is not in /slot_ids: origins must describe this bank's own slots");
+  }
+  torch::Tensor covered = torch::zeros({n}, torch::kBool);
+  covered.index_fill_(0, pos, true);
+  if (!covered.all().item<bool>()) {
+    const int64_t id = sorted[covered.logical_not().nonzero()[0][0]].item<int64_t>();
+    KVT_THROW(where, ": slot id ", id,
+              " has no row in /origin: every slot of a merged bank needs at least one");
+  }
+}
+
 }  // namespace
 
 void validate_bank(const Bank& bank, const std::string& where) {
@@ -118,6 +160,34 @@ void validate_bank(const Bank& bank, const std::string& where) {
               ", expected a count >= 0");
   }
   check_unique_ids(bank.slot_ids, where);
+  check_origin(bank, where);
+}
+
+Bank select_rows(const Bank& bank, const torch::Tensor& rows) {
+  torch::NoGradGuard no_grad;
+  Bank out;
+  out.keys = bank.keys.detach().index_select(0, rows);
+  out.values = bank.values.detach().index_select(0, rows);
+  out.slot_ids = bank.slot_ids.index_select(0, rows);
+  out.usage = bank.usage.index_select(0, rows);
+  out.meta = bank.meta;
+  const SlotOrigin& o = bank.origin;
+  if (!o.defined()) return out;
+  const torch::Tensor kept = torch::isin(o.slot_id, out.slot_ids).nonzero().flatten();
+  const torch::Tensor source = o.source.index_select(0, kept);
+  // Sources no slot comes from any more are dropped, the others renumbered in order.
+  std::vector<int64_t> remap(o.sources.size(), -1);
+  const auto* src = source.data_ptr<int64_t>();
+  for (int64_t i = 0; i < source.numel(); ++i) remap[static_cast<size_t>(src[i])] = 0;
+  for (size_t s = 0; s < remap.size(); ++s) {
+    if (remap[s] < 0) continue;
+    remap[s] = static_cast<int64_t>(out.origin.sources.size());
+    out.origin.sources.push_back(o.sources[s]);
+  }
+  out.origin.slot_id = o.slot_id.index_select(0, kept);
+  out.origin.source_slot_id = o.source_slot_id.index_select(0, kept);
+  out.origin.source = torch::tensor(remap, torch::kInt64).index_select(0, source);
+  return out;
 }
 
 Bank make_random_bank(const std::string& name, int64_t n, int64_t key_dim, int64_t value_dim,

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "bank/impl/hdf5_util.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
@@ -24,7 +26,7 @@ void check_scalar_attr(const H5::Attribute& a, const std::string& path, const ch
 }
 
 // Any integer type (h5py writes int64 for Python ints), or a one-byte enum (h5py's bool).
-std::optional<int64_t> read_int_attr(const H5::H5File& f, const std::string& path,
+std::optional<int64_t> read_int_attr(const H5::H5Object& f, const std::string& path,
                                      const char* name) {
   if (!f.attrExists(name)) return std::nullopt;
   const H5::Attribute a = f.openAttribute(name);
@@ -42,7 +44,7 @@ std::optional<int64_t> read_int_attr(const H5::H5File& f, const std::string& pat
   return v;
 }
 
-std::optional<double> read_float_attr(const H5::H5File& f, const std::string& path,
+std::optional<double> read_float_attr(const H5::H5Object& f, const std::string& path,
                                       const char* name) {
   if (!f.attrExists(name)) return std::nullopt;
   const H5::Attribute a = f.openAttribute(name);
@@ -56,7 +58,7 @@ std::optional<double> read_float_attr(const H5::H5File& f, const std::string& pa
 }
 
 // Fixed- or variable-length strings alike.
-std::optional<std::string> read_string_attr(const H5::H5File& f, const std::string& path,
+std::optional<std::string> read_string_attr(const H5::H5Object& f, const std::string& path,
                                             const char* name) {
   if (!f.attrExists(name)) return std::nullopt;
   const H5::Attribute a = f.openAttribute(name);
@@ -81,9 +83,11 @@ int64_t require_int_attr(const H5::H5File& f, const std::string& path, const cha
 // break bit-exact round trips.
 H5::DataSet open_dataset(const H5::H5File& f, const std::string& path, const char* name,
                          torch::ScalarType want, const char* want_name, const char* fix) {
-  KVT_CHECK(f.nameExists(name), path, ": dataset /", name,
-            " is missing: a bank needs /keys, /values, /slot_ids and /usage "
-            "(see docs/bank-format.md)");
+  const bool in_origin = std::string(name).rfind("origin/", 0) == 0;
+  KVT_CHECK(f.nameExists(name), path, ": dataset /", name, " is missing: ",
+            in_origin ? "a merged bank's /origin needs slot_id, source and source_slot_id"
+                      : "a bank needs /keys, /values, /slot_ids and /usage",
+            " (see docs/bank-format.md)");
   KVT_CHECK(f.childObjType(name) == H5O_TYPE_DATASET, path, ": /", name,
             " is not a dataset (a group or named type?): store the array itself under /", name);
   H5::DataSet ds = f.openDataSet(name);
@@ -113,11 +117,69 @@ void write_scalar_attr(H5::H5File& f, const char* name, const H5::PredType& file
 }
 
 // Variable-length UTF-8: h5py reads it back as str.
-void write_string_attr(H5::H5File& f, const char* name, const std::string& value) {
+void write_string_attr(H5::H5Object& f, const char* name, const std::string& value) {
   H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
   type.setCset(H5T_CSET_UTF8);
   H5::Attribute a = f.createAttribute(name, type, H5::DataSpace(H5S_SCALAR));
   a.write(type, value);
+}
+
+// /origin (merged banks): the sources as a JSON attribute, three int64 datasets of R rows.
+SlotOrigin read_origin(const H5::H5File& f, const std::string& path) {
+  SlotOrigin o;
+  if (!f.nameExists("origin")) return o;
+  KVT_CHECK(f.childObjType("origin") == H5O_TYPE_GROUP, path,
+            ": /origin is not a group: it must hold slot_id, source and source_slot_id "
+            "(docs/bank-format.md, \"Slot origins\")");
+  const H5::Group g = f.openGroup("origin");
+  const auto text = read_string_attr(g, path, "sources");
+  KVT_CHECK(text.has_value(), path,
+            ": /origin has no attribute sources (a JSON list of {\"file\", \"name\"}): write "
+            "it, or remove /origin");
+  const auto fail = [&](const std::string& why) {
+    KVT_THROW(path, ": /origin attribute sources ", why,
+              ": it must be a JSON list of {\"file\": ..., \"name\": ...} objects");
+  };
+  nlohmann::json sources;
+  try {
+    sources = nlohmann::json::parse(*text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(std::string("is not JSON (") + e.what() + ")");
+  }
+  if (!sources.is_array()) fail("is not a list");
+  for (const auto& s : sources) {
+    if (!s.is_object() || !s.contains("file") || !s.contains("name") || !s["file"].is_string() ||
+        !s["name"].is_string()) {
+      fail("has an entry " + s.dump() + " without string file and name");
+    }
+    o.sources.push_back({s["file"].get<std::string>(), s["name"].get<std::string>()});
+  }
+  const char* to_i64 = "convert it with astype('int64') before writing";
+  H5::DataSet slot_id = open_dataset(f, path, "origin/slot_id", torch::kInt64, "int64", to_i64);
+  H5::DataSet source = open_dataset(f, path, "origin/source", torch::kInt64, "int64", to_i64);
+  H5::DataSet source_slot_id =
+      open_dataset(f, path, "origin/source_slot_id", torch::kInt64, "int64", to_i64);
+  const auto shape = detail::dataset_shape(slot_id);
+  KVT_CHECK(shape.size() == 1, path, ": /origin/slot_id has shape ", shape_string(shape),
+            ", expected [R]");
+  const int64_t r = shape[0];
+  check_shape(detail::dataset_shape(source), {r}, path, "origin/source", "[R], as /origin/slot_id");
+  check_shape(detail::dataset_shape(source_slot_id), {r}, path, "origin/source_slot_id",
+              "[R], as /origin/slot_id");
+  o.slot_id = detail::read_dataset(slot_id, torch::kInt64, {r});
+  o.source = detail::read_dataset(source, torch::kInt64, {r});
+  o.source_slot_id = detail::read_dataset(source_slot_id, torch::kInt64, {r});
+  return o;
+}
+
+void write_origin(H5::H5File& f, const SlotOrigin& o) {
+  nlohmann::json sources = nlohmann::json::array();
+  for (const auto& s : o.sources) sources.push_back({{"file", s.file}, {"name", s.name}});
+  H5::Group g = f.createGroup("origin");
+  write_string_attr(g, "sources", sources.dump());
+  detail::write_dataset(f, "origin/slot_id", o.slot_id.contiguous());
+  detail::write_dataset(f, "origin/source", o.source.contiguous());
+  detail::write_dataset(f, "origin/source_slot_id", o.source_slot_id.contiguous());
 }
 
 Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
@@ -181,6 +243,7 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
   m.memory_layer = read_int_attr(f, path, "memory_layer").value_or(-1);
   KVT_CHECK(m.memory_layer >= -1, path, ": attribute memory_layer is ", m.memory_layer,
             ", expected a layer index >= 0 (or -1: none)");
+  bank.origin = read_origin(f, path);
   return bank;
 }
 
@@ -246,6 +309,7 @@ void write_bank(const std::string& path, const Bank& bank) {
     detail::write_dataset(f, "values", host(bank.values));
     detail::write_dataset(f, "slot_ids", host(bank.slot_ids));
     detail::write_dataset(f, "usage", host(bank.usage));
+    if (bank.origin.defined()) write_origin(f, bank.origin);
     f.close();
   } catch (const H5::Exception& e) {
     KVT_THROW("cannot write bank ", path, ": HDF5 error writing ", out.temp_path(), " (",

@@ -16,6 +16,8 @@ BankStats compute_bank_stats(const Bank& bank) {
   s.index_factory = bank.meta.index_factory;
   s.bytes =
       bank.keys.nbytes() + bank.values.nbytes() + bank.slot_ids.nbytes() + bank.usage.nbytes();
+  s.usage = usage_stats(bank.usage);
+  s.origin_sources = static_cast<int64_t>(bank.origin.sources.size());
   if (s.size == 0) return s;
   const auto norms = bank.keys.to(torch::kFloat64).norm(2, 1);
   s.key_norm_min = norms.min().item<double>();
@@ -27,9 +29,6 @@ BankStats compute_bank_stats(const Bank& bank) {
   s.value_min = v.min().item<double>();
   s.value_max = v.max().item<double>();
   s.value_norm_mean = v.norm(2, 1).mean().item<double>();
-  s.usage_total = bank.usage.sum().item<int64_t>();
-  s.usage_fraction_used = (bank.usage > 0).to(torch::kFloat64).mean().item<double>();
-  s.usage_max = bank.usage.max().item<int64_t>();
   return s;
 }
 
@@ -50,8 +49,8 @@ nlohmann::json to_json(const BankStats& s) {
         {"min", s.value_min},
         {"max", s.value_max},
         {"row_norm_mean", s.value_norm_mean}}},
-      {"usage",
-       {{"total", s.usage_total}, {"fraction_used", s.usage_fraction_used}, {"max", s.usage_max}}},
+      {"usage", to_json(s.usage)},
+      {"origin_sources", s.origin_sources},
   };
 }
 
@@ -67,8 +66,16 @@ std::string to_text(const BankStats& s) {
      << s.key_norm_mean << "\n"
      << "values      mean " << s.value_mean << ", std " << s.value_std << ", min " << s.value_min
      << ", max " << s.value_max << ", row norm mean " << s.value_norm_mean << "\n"
-     << "usage       total " << s.usage_total << ", slots used " << 100.0 * s.usage_fraction_used
-     << "%, max " << s.usage_max << "\n";
+     << "usage       total " << s.usage.total << ", slots used " << 100.0 * s.usage.fraction_used
+     << "%, max " << s.usage.max << "\n";
+  if (s.usage.total > 0) {
+    os << "spread      Gini " << s.usage.gini << ", KL(usage || uniform) " << s.usage.kl_uniform
+       << " nats, top 1% of slots (" << s.usage.top1_slots << ") take "
+       << 100.0 * s.usage.top1_share << "%\n";
+  } else {
+    os << "spread      n/a (no retrieval counted: usage is 0 everywhere)\n";
+  }
+  if (s.origin_sources > 0) os << "origin      merged from " << s.origin_sources << " banks\n";
   return os.str();
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bank/bank.h"
+#include "bank/usage_stats.h"
 
 namespace kvtune {
 
@@ -22,11 +23,10 @@ struct BankStats {
   double key_norm_min = 0, key_norm_max = 0, key_norm_mean = 0;
   // Values: element statistics and row norms.
   double value_mean = 0, value_std = 0, value_min = 0, value_max = 0, value_norm_mean = 0;
-  // Usage: total retrievals, fraction of slots used at least once, the busiest slot.
-  int64_t usage_total = 0;
-  double usage_fraction_used = 0;
-  int64_t usage_max = 0;
-  int64_t bytes = 0;  // keys + values + ids + usage in memory
+  // Usage: total retrievals, fraction of slots used, Gini, KL to uniform, top-1% share.
+  UsageStats usage;
+  int64_t origin_sources = 0;  // merged banks: the banks their slots came from
+  int64_t bytes = 0;           // keys + values + ids + usage in memory
 };
 
 BankStats compute_bank_stats(const Bank& bank);

@@ -1,4 +1,4 @@
-// kvtune bank create | inspect | query
+// kvtune bank create | inspect | query (export, merge, compact: bank_tool_commands.cpp)
 #include <filesystem>
 #include <iostream>
 
@@ -65,7 +65,9 @@ void add_create(CLI::App& bank) {
 void add_inspect(CLI::App& bank) {
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  auto* c = bank.add_subcommand("inspect", "Size, dims, key norms, value and usage statistics");
+  auto* c = bank.add_subcommand("inspect",
+                                "Size, dims, key norms, value statistics, usage analytics (Gini, "
+                                "KL to uniform, top-1% share)");
   c->add_option("file", *path, "Bank file")->required();
   c->add_flag("--json", *json, "Print JSON");
   c->callback([path, json] {
@@ -113,11 +115,13 @@ void add_query(CLI::App& bank) {
 }  // namespace
 
 void add_bank_commands(CLI::App& app) {
-  auto* bank = app.add_subcommand("bank", "Create, inspect and query memory banks");
+  auto* bank =
+      app.add_subcommand("bank", "Create, inspect, query, export, merge and compact memory banks");
   bank->require_subcommand(1);
   add_create(*bank);
   add_inspect(*bank);
   add_query(*bank);
+  add_bank_tool_commands(*bank);
 }
 
 }  // namespace kvtune::cli

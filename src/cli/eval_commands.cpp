@@ -24,20 +24,6 @@ struct EvalArgs {
   int64_t split_salt = -1, seq_len = -1, max_entries = -1;
 };
 
-// The recipe of the run a model folder belongs to (runs/NAME/model -> runs/NAME/recipe.yaml), so
-// that evaluation uses the same split as training; nullopt for a model folder outside a run.
-std::optional<Recipe> run_recipe(const std::string& model_dir) {
-  const auto path = fs::absolute(model_dir).parent_path() / "recipe.yaml";
-  if (!fs::is_regular_file(path)) return std::nullopt;
-  try {
-    return load_recipe(path.string(), {}, default_configs_dir(path.string()));
-  } catch (const Error& e) {
-    std::cerr << "kvtune: warning: " << path.string() << " is not readable as a recipe ("
-              << e.what() << "): using the default split\n";
-    return std::nullopt;
-  }
-}
-
 void run_eval(const EvalArgs& a) {
   auto loaded = load_run_model(a.model);
   for (const auto& bank : a.banks) attach_bank_file(loaded.model, bank);
@@ -89,6 +75,18 @@ void run_eval(const EvalArgs& a) {
 }
 
 }  // namespace
+
+std::optional<Recipe> run_recipe(const std::string& model_dir) {
+  const auto path = fs::absolute(model_dir).parent_path() / "recipe.yaml";
+  if (!fs::is_regular_file(path)) return std::nullopt;
+  try {
+    return load_recipe(path.string(), {}, default_configs_dir(path.string()));
+  } catch (const Error& e) {
+    std::cerr << "kvtune: warning: " << path.string() << " is not readable as a recipe ("
+              << e.what() << "): using the default split\n";
+    return std::nullopt;
+  }
+}
 
 void add_eval_commands(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();

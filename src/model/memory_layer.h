@@ -46,6 +46,8 @@ class MemoryLayerImpl : public torch::nn::Module {
   // When on, forward keeps its unit queries [..., heads, key_dim] (detached), e.g. to place a
   // new domain bank's keys by k-means of the queries it will see.
   void set_capture_queries(bool on) { capture_queries_ = on; }
+  // When on, forward adds each retrieval to the usage of the bank it came from.
+  void set_track_usage(bool on) { options_.track_usage = on; }
   const torch::Tensor& last_queries() const { return last_queries_; }
 
   torch::nn::Linear query{nullptr};   // d_model -> heads * key_dim (no bias, as the seed)

@@ -29,6 +29,45 @@ std::shared_ptr<IndexedBank> attach_bank_file(TransformerLM& model, const std::s
   return bank;
 }
 
+std::shared_ptr<IndexedBank> load_run_bank(const LoadedModel& loaded, const std::string& model_dir,
+                                           int64_t layer, const std::string& which, bool* stamped) {
+  KVT_CHECK(which == "domain" || which == "base", "unknown bank kind '", which,
+            "': use domain (the fine-tuned bank) or base (the model's own)");
+  auto layers = loaded.model->memory_layers();
+  const auto count = static_cast<int64_t>(layers.size());
+  KVT_CHECK(layer >= 0 && layer < count, model_dir, ": memory layer ", layer,
+            " does not exist: the model has ", count, " memory layer(s), 0 to ", count - 1);
+  const std::string fingerprint = model_fingerprint(loaded.model);
+  if (stamped) *stamped = false;
+  std::shared_ptr<IndexedBank> bank;
+  if (which == "base") {
+    bank = layers[layer]->banks().front();
+  } else {
+    const auto path = (std::filesystem::path(model_dir) / domain_bank_file(layer)).string();
+    KVT_CHECK(std::filesystem::exists(path), model_dir, " has no ", domain_bank_file(layer),
+              ": it is not the model of a run fine-tuned with method memory (export its base "
+              "bank with --which base, or give the model folder of a memory run)");
+    bank = IndexedBank::load(path, IndexConfig{});
+    const auto& meta = bank->bank().meta;
+    KVT_CHECK(meta.model_fingerprint.empty() || meta.model_fingerprint == fingerprint, path,
+              ": the bank was trained for model ", meta.model_fingerprint, " but ", model_dir,
+              " is model ", fingerprint, ": the file was copied from another run");
+    KVT_CHECK(meta.memory_layer == -1 || meta.memory_layer == layer, path,
+              ": the bank names memory layer ", meta.memory_layer, ", not ", layer,
+              ": the file was renamed or copied from another run");
+    const auto& opts = layers[layer]->options();
+    KVT_CHECK(meta.key_dim == opts.key_dim && meta.value_dim == opts.value_dim, path,
+              ": the bank has key_dim ", meta.key_dim, " and value_dim ", meta.value_dim,
+              " but memory layer ", layer, " of ", model_dir, " takes ", opts.key_dim, " and ",
+              opts.value_dim, ": the file was copied from another run");
+    if (stamped) *stamped = meta.model_fingerprint.empty();
+  }
+  auto& meta = bank->mutable_bank().meta;
+  meta.model_fingerprint = fingerprint;
+  meta.memory_layer = layer;
+  return bank;
+}
+
 LoadedModel load_run_model(const std::string& model_dir) {
   LoadedModel loaded = load_model(model_dir);
   const int64_t n = static_cast<int64_t>(loaded.model->memory_layers().size());

@@ -22,4 +22,14 @@ std::shared_ptr<IndexedBank> attach_bank_file(TransformerLM& model, const std::s
 // load_model(dir), then every domain bank found beside it attached after the base bank.
 LoadedModel load_run_model(const std::string& model_dir);
 
+// The bank of memory layer `layer` of the model folder `model_dir` (`loaded` = load_model of it),
+// read with its index, carrying the model's fingerprint and memory layer: what
+// `kvtune bank export` writes. `which` is "domain" (domain_<layer>.h5, written by fine-tuning) or
+// "base" (bank_<layer>.h5: the model's own base bank object is returned). A domain bank that
+// records another fingerprint or layer is refused (copied from another run); one that records
+// none (written before kvtune recorded fingerprints) gets the folder's, and `*stamped` is set.
+std::shared_ptr<IndexedBank> load_run_bank(const LoadedModel& loaded, const std::string& model_dir,
+                                           int64_t layer, const std::string& which,
+                                           bool* stamped = nullptr);
+
 }  // namespace kvtune
