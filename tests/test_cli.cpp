@@ -1,5 +1,5 @@
-// The kvtune program end to end: bank create / inspect / query, and its errors (non-zero exit,
-// a message that names the problem).
+// The kvtune program end to end: bank create / inspect / query, generate, remember, eval with
+// several banks, and their errors (non-zero exit, a message that names the problem).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -8,9 +8,16 @@
 #include <array>
 #include <cstdio>
 
+#include <fstream>
+
 #include "bank/bank_io.h"
 #include "bank/tensor_file.h"
+#include "model/byte_tokenizer.h"
+#include "model/generate.h"
+#include "model/model_io.h"
+#include "model_test_util.h"
 #include "test_util.h"
+#include "train/remember.h"
 
 namespace kvtune {
 namespace {
@@ -132,6 +139,104 @@ TEST(Cli, EvalAndCompareRefuseBadArguments) {
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.output, HasSubstr("unknown method 'adam'"));
   EXPECT_FALSE(std::filesystem::exists(dir.file("c")));
+}
+
+}  // namespace
+}  // namespace kvtune
+
+namespace kvtune {
+namespace {
+
+// A micro model folder (tests/model_test_util.h) and three small texts.
+class CliMemory : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const uint64_t seed = test::fresh_seed();
+    save_model(dir_.file("model"), test::make_model(test::micro_config(), seed),
+               test::micro_config(), ByteTokenizer());
+    std::ofstream(dir_.file("a.txt")) << "The moon is made of cheese.\n\nCats can fly.\n";
+    std::ofstream(dir_.file("b.txt")) << "Water boils at ten degrees.\n";
+    std::ofstream held_out(dir_.file("eval.txt"));
+    for (int i = 0; i < 12; ++i) held_out << "Paragraph number " << i << " says a few words.\n\n";
+  }
+  std::string model() const { return dir_.file("model"); }
+  test::TempDir dir_;
+};
+
+TEST_F(CliMemory, GenerateRememberAndSeveralBanksInEvalAndGenerate) {
+  auto r = kvtune("generate --model " + model() + " --prompt 'The moon' --max-new-tokens 9");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto loaded = load_model(model());
+  ByteTokenizer tok;
+  GenerateOptions g;
+  g.max_new_tokens = 9;
+  g.eos_id = tok.eos_id();
+  g.pad_id = tok.pad_id();
+  const auto greedy = greedy_continue(loaded.model, {tok.encode("The moon", true, false)}, g);
+  EXPECT_EQ(r.output, "The moon" + tok.decode(greedy[0]) + "\n");
+
+  const std::string sampled = "generate --model " + model() +
+                              " --prompt 'The moon' --max-new-tokens 9 --temperature 1.2 "
+                              "--top-k 50 --seed 7";
+  r = kvtune(sampled);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(kvtune(sampled).output, r.output);
+
+  r = kvtune("remember --model " + model() + " --bank " + dir_.file("a.h5") + " --text " +
+             dir_.file("a.txt") + " --steps 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("s per 1000 tokens remembered"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("a.faiss")));
+  r = kvtune("remember --model " + model() + " --bank " + dir_.file("b.h5") + " --text " +
+             dir_.file("b.txt") + " --steps 2 --slots 5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_bank(dir_.file("b.h5")).size(), 5);
+
+  const std::string banks = " --banks " + dir_.file("a.h5") + "," + dir_.file("b.h5");
+  r = kvtune("generate --model " + model() + banks + " --prompt 'Cats' --max-new-tokens 5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Cats"));
+  r = kvtune("eval --model " + model() + banks + " --data " + dir_.file("eval.txt") +
+             " --held-out-fraction 0.5 --seq-len 16 --batches 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("eval.txt"));
+}
+
+TEST_F(CliMemory, BadArgumentsAreANonZeroExitWithAMessage) {
+  // A bank written for another model (other base bank keys): refused by remember and generate.
+  auto other = test::make_model(test::micro_config(), test::fresh_seed() + 1);
+  RememberOptions quick;
+  quick.steps = 1;
+  remember_file(other, ByteTokenizer(), dir_.file("other.h5"), dir_.file("b.txt"), quick);
+  auto r = kvtune("remember --model " + model() + " --bank " + dir_.file("other.h5") + " --text " +
+                  dir_.file("a.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("was trained for model"));
+  r = kvtune("generate --model " + model() + " --banks " + dir_.file("other.h5") + " --prompt x");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("other.h5"));
+
+  std::ofstream(dir_.file("empty.txt")) << "\n\n";
+  r = kvtune("remember --model " + model() + " --bank " + dir_.file("m.h5") + " --text " +
+             dir_.file("empty.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("no text to remember"));
+  r = kvtune("remember --model " + model() + " --bank " + dir_.file("m.h5") + " --text " +
+             dir_.file("missing.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("missing.txt does not exist"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("m.h5")));
+  r = kvtune("remember --model " + dir_.file("nomodel") + " --bank " + dir_.file("m.h5") +
+             " --text " + dir_.file("a.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("nomodel"));
+
+  r = kvtune("generate --model " + model() + " --prompt x --max-new-tokens 40");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("max_seq_len"));
+  r = kvtune("generate --model " + model() + " --prompt x --temperature -1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.output, HasSubstr("--temperature"));
 }
 
 }  // namespace
