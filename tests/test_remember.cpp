@@ -152,6 +152,27 @@ TEST(Remember, TheRememberedTextGetsLikelier) {
   EXPECT_NEAR(text_loss(model, docs), s.loss_after, 1e-4);
 }
 
+TEST(Remember, MinLossKeepsOnlyTheSurprisingPositions) {
+  auto model = test::make_model(test::micro_config(), test::fresh_seed());
+  const auto docs = docs_of({"A text the untrained model cannot predict well."});
+  Bank all = empty_memory_bank(model, 0, "all");
+  const auto every = remember(model, all, docs, quick(0));
+  // The untrained model's losses spread around its mean: a threshold at the mean keeps some.
+  RememberOptions o = quick(0);
+  o.min_loss = every.loss_before;
+  Bank some = empty_memory_bank(model, 0, "some");
+  const auto kept = remember(model, some, docs, o);
+  EXPECT_GT(kept.slots_written, 0);
+  EXPECT_LT(kept.slots_written, every.slots_written);
+  EXPECT_EQ(kept.slots_written % 2, 0);  // every head of a kept position
+  EXPECT_EQ(kept.tokens, every.tokens);  // the fit still sees the whole text
+  o.min_loss = 1000;
+  Bank none = empty_memory_bank(model, 0, "none");
+  EXPECT_THAT(test::error_of([&] { remember(model, none, docs, o); }),
+              HasSubstr("predicts the text already"));
+  EXPECT_EQ(none.size(), 0);
+}
+
 TEST(Remember, EvictsTheLeastUsedSlotsOldestFirstOnTies) {
   // Ties: usage 1 at rows 1, 2, 4; the smallest slot ids go first.
   const auto usage = torch::tensor({5, 1, 1, 0, 1}, torch::kInt64);

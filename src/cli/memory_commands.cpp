@@ -113,6 +113,10 @@ void add_memory_commands(CLI::App& app) {
                   "New slots: 0 (default) one per token and head; N > 0: k-means of the queries "
                   "to N")
         ->check(CLI::NonNegativeNumber);
+    c->add_option("--min-loss", a->options.min_loss,
+                  "Keys only from positions whose token costs the model at least this many nats "
+                  "now (0: every position)")
+        ->check(CLI::NonNegativeNumber);
     c->add_option("--value-init", a->options.value_init,
                   "neutral (default): what the layer reads at the key now; zero")
         ->check(CLI::IsMember({"neutral", "zero"}));

@@ -142,6 +142,7 @@ struct PassResult {
   int64_t correct = 0, tokens = 0;
   std::vector<torch::Tensor> queries;  // [positions * heads, key_dim] per batch
   std::vector<torch::Tensor> ids;      // [positions * heads, k] global ids per batch
+  std::vector<torch::Tensor> losses;   // [positions] nats of each predicted token, per batch
   double loss() const { return tokens > 0 ? nats / double(tokens) : 0.0; }
   double accuracy() const { return tokens > 0 ? double(correct) / double(tokens) : 0.0; }
 };
@@ -157,11 +158,12 @@ PassResult observe(TransformerLM& model, MemoryLayer& layer, const std::vector<B
     const auto logits = model->forward(b.inputs);
     const auto flat = logits.reshape({-1, logits.size(-1)}).to(torch::kFloat64);
     const auto targets = b.targets.reshape({-1});
-    r.nats += torch::nn::functional::cross_entropy(
-                  flat, targets,
-                  torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(
-                      torch::kSum))
-                  .item<double>();
+    const auto nats = torch::nn::functional::cross_entropy(
+        flat, targets,
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(
+            torch::kNone));
+    r.nats += nats.sum().item<double>();
+    r.losses.push_back(nats.masked_select(b.valid.reshape({-1})));
     r.correct += (flat.argmax(-1).eq(targets) & b.valid.reshape({-1})).sum().item<int64_t>();
     r.tokens += b.valid.sum().item<int64_t>();
     const auto ids = layer->last_ids();  // [B, T, heads, k]
@@ -276,6 +278,8 @@ RememberStats remember(TransformerLM& model, Bank& bank,
   KVT_CHECK(options.capacity >= 1, "remember: capacity must be >= 1, got ", options.capacity);
   KVT_CHECK(options.value_init == "neutral" || options.value_init == "zero",
             "remember: unknown value init '", options.value_init, "': choose neutral or zero");
+  KVT_CHECK(options.min_loss >= 0 && std::isfinite(options.min_loss),
+            "remember: min_loss must be >= 0 (0 = every position), got ", options.min_loss);
   KVT_CHECK(options.batch_size >= 1, "remember: batch size must be >= 1, got ", options.batch_size);
   const auto layers = model->memory_layers();
   const int64_t li = bank.meta.memory_layer;
@@ -316,13 +320,22 @@ RememberStats remember(TransformerLM& model, Bank& bank,
   const torch::Tensor old_usage =
       old_n > 0 ? bank.usage + count_retrievals(seen.ids, old_offset, old_n) : bank.usage;
 
+  if (options.min_loss > 0) {
+    // Only what the model does not already predict: positions whose token costs >= min_loss.
+    const auto surprising = torch::cat(seen.losses).ge(options.min_loss);
+    const auto rows = surprising.repeat_interleave(lo.heads);
+    KVT_CHECK(rows.any().item<bool>(), "remember: no token of the text costs the model ",
+              options.min_loss, " nats or more: it predicts the text already (lower min_loss)");
+    queries = queries.index({rows}).contiguous();
+    stats.queries = queries.size(0);
+  }
   torch::Tensor keys;
   if (options.slots == 0) {
     keys = queries;
   } else {
     KVT_CHECK(options.slots <= stats.queries, "remember: the text gives ", stats.queries,
-              " queries (", stats.tokens, " tokens x ", lo.heads, " heads), fewer than the ",
-              options.slots, " slots asked for: ask for at most that many");
+              " queries (", lo.heads, " per token position kept), fewer than the ", options.slots,
+              " slots asked for: ask for at most that many");
     keys = spherical_kmeans(queries, options.slots, options.seed);
   }
   const int64_t new_n = keys.size(0);
@@ -411,7 +424,7 @@ RememberStats remember(TransformerLM& model, Bank& bank,
   stats.loss_after = after.loss();
   stats.accuracy_after = after.accuracy();
   const auto fresh_usage = count_retrievals(after.ids, fresh_offset, new_n);
-  if (options.slots == 0) {
+  if (options.slots == 0 && options.min_loss == 0) {
     // How sharply a slot is read back: its share of the softmax of the query it was made from.
     std::vector<BankView> views;
     for (const auto& b : layer->banks()) views.push_back(b->view());

@@ -24,7 +24,10 @@
 namespace kvtune {
 
 struct RememberOptions {
-  int64_t slots = 0;         // 0: one slot per (token position, head); > 0: k-means to this many
+  int64_t slots = 0;  // 0: one slot per (token position, head); > 0: k-means to this many
+  // > 0: keys only from positions whose next token costs the model at least this many nats
+  // before remembering (what it does not predict already); 0: every position.
+  double min_loss = 0;
   int64_t steps = 20;        // optimizer steps, each over the whole text
   double lr = 0.05;          // SparseRowAdam learning rate of the new values
   int64_t capacity = 65536;  // most slots the bank may hold after remembering
@@ -40,7 +43,7 @@ struct RememberOptions {
 struct RememberStats {
   int64_t documents = 0;  // paragraphs remembered
   int64_t tokens = 0;     // token positions whose queries became keys (inputs of the LM loss)
-  int64_t queries = 0;    // tokens * heads
+  int64_t queries = 0;    // tokens * heads (of the positions min_loss keeps)
   int64_t slots_written = 0;
   int64_t slots_evicted = 0;
   int64_t bank_size = 0;  // slots after remembering
@@ -49,8 +52,8 @@ struct RememberStats {
   // (before eviction) and with the new slots fitted (after eviction).
   double loss_before = 0, loss_after = 0;
   double accuracy_before = 0, accuracy_after = 0;
-  // With one slot per query: the mean attention weight a new slot gets from the query it was
-  // made from (how sharply the memory is read back); -1 with k-means slots.
+  // With one slot per query of every position: the mean attention weight a new slot gets from the
+  // query it was made from (how sharply the memory is read back); -1 otherwise.
   double own_slot_weight = -1;
   // Wall and process CPU time (all threads): remember_file, from reading the text to the saved
   // bank; remember, its own work.
