@@ -7,7 +7,6 @@
 
 #include <array>
 #include <cstdio>
-
 #include <fstream>
 
 #include "bank/bank_io.h"
@@ -18,6 +17,7 @@
 #include "model_test_util.h"
 #include "test_util.h"
 #include "train/remember.h"
+#include "train/run_model.h"
 
 namespace kvtune {
 namespace {
@@ -163,39 +163,43 @@ class CliMemory : public ::testing::Test {
   test::TempDir dir_;
 };
 
-TEST_F(CliMemory, GenerateRememberAndSeveralBanksInEvalAndGenerate) {
-  auto r = kvtune("generate --model " + model() + " --prompt 'The moon' --max-new-tokens 9");
+// Each kvtune process costs about 0.7 s of libtorch start-up: the library tests cover the
+// behaviour, these check that the program prints what the library computes.
+TEST_F(CliMemory, RememberThenGenerateAndEvalWithSeveralBanks) {
+  auto r = kvtune("remember --model " + model() + " --bank " + dir_.file("a.h5") + " --text " +
+                  dir_.file("a.txt") + " --steps 2");
   ASSERT_EQ(r.code, 0) << r.output;
-  auto loaded = load_model(model());
+  EXPECT_THAT(r.output, HasSubstr("s per 1000 tokens remembered"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("a.faiss")));
   ByteTokenizer tok;
+  auto loaded = load_model(model());
+  RememberOptions k_means;
+  k_means.steps = 2;
+  k_means.slots = 5;
+  remember_file(loaded.model, tok, dir_.file("b.h5"), dir_.file("b.txt"), k_means);
+
+  // Greedy with both banks: what greedy_continue gives the model with both attached.
+  const std::string banks = " --banks " + dir_.file("a.h5") + "," + dir_.file("b.h5");
+  r = kvtune("generate --model " + model() + banks + " --prompt 'Cats' --max-new-tokens 9");
+  ASSERT_EQ(r.code, 0) << r.output;
+  attach_bank_file(loaded.model, dir_.file("a.h5"));
+  attach_bank_file(loaded.model, dir_.file("b.h5"));
   GenerateOptions g;
   g.max_new_tokens = 9;
   g.eos_id = tok.eos_id();
   g.pad_id = tok.pad_id();
-  const auto greedy = greedy_continue(loaded.model, {tok.encode("The moon", true, false)}, g);
-  EXPECT_EQ(r.output, "The moon" + tok.decode(greedy[0]) + "\n");
+  const auto prompt = tok.encode("Cats", true, false);
+  EXPECT_EQ(r.output, "Cats" + tok.decode(greedy_continue(loaded.model, {prompt}, g)[0]) + "\n");
+  // Sampled: what sample_continue gives for the same seed.
+  r = kvtune("generate --model " + model() + banks +
+             " --prompt 'Cats' --max-new-tokens 9 --temperature 1.2 --top-k 50 --seed 7");
+  ASSERT_EQ(r.code, 0) << r.output;
+  SamplingOptions s;
+  s.temperature = 1.2;
+  s.top_k = 50;
+  s.seed = 7;
+  EXPECT_EQ(r.output, "Cats" + tok.decode(sample_continue(loaded.model, {prompt}, g, s)[0]) + "\n");
 
-  const std::string sampled = "generate --model " + model() +
-                              " --prompt 'The moon' --max-new-tokens 9 --temperature 1.2 "
-                              "--top-k 50 --seed 7";
-  r = kvtune(sampled);
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_EQ(kvtune(sampled).output, r.output);
-
-  r = kvtune("remember --model " + model() + " --bank " + dir_.file("a.h5") + " --text " +
-             dir_.file("a.txt") + " --steps 2");
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("s per 1000 tokens remembered"));
-  EXPECT_TRUE(std::filesystem::exists(dir_.file("a.faiss")));
-  r = kvtune("remember --model " + model() + " --bank " + dir_.file("b.h5") + " --text " +
-             dir_.file("b.txt") + " --steps 2 --slots 5");
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_EQ(read_bank(dir_.file("b.h5")).size(), 5);
-
-  const std::string banks = " --banks " + dir_.file("a.h5") + "," + dir_.file("b.h5");
-  r = kvtune("generate --model " + model() + banks + " --prompt 'Cats' --max-new-tokens 5");
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("Cats"));
   r = kvtune("eval --model " + model() + banks + " --data " + dir_.file("eval.txt") +
              " --held-out-fraction 0.5 --seq-len 16 --batches 1");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -203,18 +207,21 @@ TEST_F(CliMemory, GenerateRememberAndSeveralBanksInEvalAndGenerate) {
 }
 
 TEST_F(CliMemory, BadArgumentsAreANonZeroExitWithAMessage) {
-  // A bank written for another model (other base bank keys): refused by remember and generate.
+  // A bank written for another model (other base bank keys) is refused.
   auto other = test::make_model(test::micro_config(), test::fresh_seed() + 1);
   RememberOptions quick;
   quick.steps = 1;
   remember_file(other, ByteTokenizer(), dir_.file("other.h5"), dir_.file("b.txt"), quick);
+  const std::string other_bytes = [&] {
+    std::ifstream in(dir_.file("other.h5"), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
   auto r = kvtune("remember --model " + model() + " --bank " + dir_.file("other.h5") + " --text " +
                   dir_.file("a.txt"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("was trained for model"));
-  r = kvtune("generate --model " + model() + " --banks " + dir_.file("other.h5") + " --prompt x");
-  EXPECT_EQ(r.code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("other.h5"));
+  std::ifstream in(dir_.file("other.h5"), std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), other_bytes);
 
   std::ofstream(dir_.file("empty.txt")) << "\n\n";
   r = kvtune("remember --model " + model() + " --bank " + dir_.file("m.h5") + " --text " +
@@ -226,17 +233,9 @@ TEST_F(CliMemory, BadArgumentsAreANonZeroExitWithAMessage) {
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("missing.txt does not exist"));
   EXPECT_FALSE(std::filesystem::exists(dir_.file("m.h5")));
-  r = kvtune("remember --model " + dir_.file("nomodel") + " --bank " + dir_.file("m.h5") +
-             " --text " + dir_.file("a.txt"));
+  r = kvtune("generate --model " + model() + " --banks " + dir_.file("missing.h5") + " --prompt x");
   EXPECT_EQ(r.code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("nomodel"));
-
-  r = kvtune("generate --model " + model() + " --prompt x --max-new-tokens 40");
-  EXPECT_EQ(r.code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("max_seq_len"));
-  r = kvtune("generate --model " + model() + " --prompt x --temperature -1");
-  EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.output, HasSubstr("--temperature"));
+  EXPECT_THAT(r.output, HasSubstr("missing.h5"));
 }
 
 }  // namespace

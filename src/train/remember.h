@@ -2,7 +2,8 @@
 // nothing else in the model changing (docs/short-term-memory.md).
 //
 //  keys    the memory layer's unit queries on the text: one slot per (token position, head), or
-//          spherical k-means of them to a requested number of slots;
+//          spherical k-means of them to a requested number of slots, optionally only at the
+//          positions the model does not already predict (min_loss);
 //  values  start "neutral" (what the layer reads at that key now) and are fitted by a few
 //          full-batch SparseRowAdam steps on the language-model loss of that text alone; only
 //          the new rows move;
@@ -32,8 +33,8 @@ struct RememberOptions {
   double lr = 0.05;          // SparseRowAdam learning rate of the new values
   int64_t capacity = 65536;  // most slots the bank may hold after remembering
   bool evict = true;         // false: a bank that would overflow is an error
-  // New values start as "neutral" (what the layer's head reads at the key before the slot
-  // exists: the model is unchanged where the key came from) or "zero".
+  // New values start "neutral" (what the layer's head reads at the key before the slot exists:
+  // were it the only slot added, the model would not change at that query) or "zero".
   std::string value_init = "neutral";
   int64_t memory_layer = -1;  // a new bank's memory layer (-1: 0); an existing bank names its own
   int64_t batch_size = 16;    // windows per forward pass (gradients are accumulated over all)
@@ -42,7 +43,7 @@ struct RememberOptions {
 
 struct RememberStats {
   int64_t documents = 0;  // paragraphs remembered
-  int64_t tokens = 0;     // token positions whose queries became keys (inputs of the LM loss)
+  int64_t tokens = 0;     // predicted token positions of the text (each gives `heads` queries)
   int64_t queries = 0;    // tokens * heads (of the positions min_loss keeps)
   int64_t slots_written = 0;
   int64_t slots_evicted = 0;
