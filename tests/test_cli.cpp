@@ -1,12 +1,20 @@
-// The kvtune program end to end: bank create / inspect / query, and its errors (non-zero exit,
-// a message that names the problem).
+// The kvtune program end to end: bank create / inspect / query, generate, remember, eval with
+// several banks, and their errors (non-zero exit, a message that names the problem).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "bank/bank_io.h"
 #include "bank/tensor_file.h"
 #include "cli_test_util.h"
+#include "model/byte_tokenizer.h"
+#include "model/generate.h"
+#include "model/model_io.h"
+#include "model_test_util.h"
 #include "test_util.h"
+#include "train/remember.h"
+#include "train/run_model.h"
 
 namespace kvtune {
 namespace {
@@ -115,6 +123,103 @@ TEST(Cli, EvalAndCompareRefuseBadArguments) {
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.output, HasSubstr("unknown method 'adam'"));
   EXPECT_FALSE(std::filesystem::exists(dir.file("c")));
+}
+
+}  // namespace
+}  // namespace kvtune
+
+namespace kvtune {
+namespace {
+
+// A micro model folder (tests/model_test_util.h) and three small texts.
+class CliMemory : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const uint64_t seed = test::fresh_seed();
+    save_model(dir_.file("model"), test::make_model(test::micro_config(), seed),
+               test::micro_config(), ByteTokenizer());
+    std::ofstream(dir_.file("a.txt")) << "The moon is made of cheese.\n\nCats can fly.\n";
+    std::ofstream(dir_.file("b.txt")) << "Water boils at ten degrees.\n";
+    std::ofstream held_out(dir_.file("eval.txt"));
+    for (int i = 0; i < 12; ++i) held_out << "Paragraph number " << i << " says a few words.\n\n";
+  }
+  std::string model() const { return dir_.file("model"); }
+  test::TempDir dir_;
+};
+
+// Each kvtune process costs about 0.7 s of libtorch start-up: the library tests cover the
+// behaviour, these check that the program prints what the library computes.
+TEST_F(CliMemory, RememberThenGenerateAndEvalWithSeveralBanks) {
+  auto r = kvtune("remember --model " + model() + " --bank " + dir_.file("a.h5") + " --text " +
+                  dir_.file("a.txt") + " --steps 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("s per 1000 tokens remembered"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("a.faiss")));
+  ByteTokenizer tok;
+  auto loaded = load_model(model());
+  RememberOptions k_means;
+  k_means.steps = 2;
+  k_means.slots = 5;
+  remember_file(loaded.model, tok, dir_.file("b.h5"), dir_.file("b.txt"), k_means);
+
+  // Greedy with both banks: what greedy_continue gives the model with both attached.
+  const std::string banks = " --banks " + dir_.file("a.h5") + "," + dir_.file("b.h5");
+  r = kvtune("generate --model " + model() + banks + " --prompt 'Cats' --max-new-tokens 9");
+  ASSERT_EQ(r.code, 0) << r.output;
+  attach_bank_file(loaded.model, dir_.file("a.h5"));
+  attach_bank_file(loaded.model, dir_.file("b.h5"));
+  GenerateOptions g;
+  g.max_new_tokens = 9;
+  g.eos_id = tok.eos_id();
+  g.pad_id = tok.pad_id();
+  const auto prompt = tok.encode("Cats", true, false);
+  EXPECT_EQ(r.output, "Cats" + tok.decode(greedy_continue(loaded.model, {prompt}, g)[0]) + "\n");
+  // Sampled: what sample_continue gives for the same seed.
+  r = kvtune("generate --model " + model() + banks +
+             " --prompt 'Cats' --max-new-tokens 9 --temperature 1.2 --top-k 50 --seed 7");
+  ASSERT_EQ(r.code, 0) << r.output;
+  SamplingOptions s;
+  s.temperature = 1.2;
+  s.top_k = 50;
+  s.seed = 7;
+  EXPECT_EQ(r.output, "Cats" + tok.decode(sample_continue(loaded.model, {prompt}, g, s)[0]) + "\n");
+
+  r = kvtune("eval --model " + model() + banks + " --data " + dir_.file("eval.txt") +
+             " --held-out-fraction 0.5 --seq-len 16 --batches 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("eval.txt"));
+}
+
+TEST_F(CliMemory, BadArgumentsAreANonZeroExitWithAMessage) {
+  // A bank written for another model (other base bank keys) is refused.
+  auto other = test::make_model(test::micro_config(), test::fresh_seed() + 1);
+  RememberOptions quick;
+  quick.steps = 1;
+  remember_file(other, ByteTokenizer(), dir_.file("other.h5"), dir_.file("b.txt"), quick);
+  const std::string other_bytes = [&] {
+    std::ifstream in(dir_.file("other.h5"), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  auto r = kvtune("remember --model " + model() + " --bank " + dir_.file("other.h5") + " --text " +
+                  dir_.file("a.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("was trained for model"));
+  std::ifstream in(dir_.file("other.h5"), std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), other_bytes);
+
+  std::ofstream(dir_.file("empty.txt")) << "\n\n";
+  r = kvtune("remember --model " + model() + " --bank " + dir_.file("m.h5") + " --text " +
+             dir_.file("empty.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("no text to remember"));
+  r = kvtune("remember --model " + model() + " --bank " + dir_.file("m.h5") + " --text " +
+             dir_.file("missing.txt"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("missing.txt does not exist"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("m.h5")));
+  r = kvtune("generate --model " + model() + " --banks " + dir_.file("missing.h5") + " --prompt x");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("missing.h5"));
 }
 
 }  // namespace

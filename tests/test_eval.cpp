@@ -164,6 +164,30 @@ TEST(EvalFacts, QuestionSetsSeparateTrainedControlAndFormatElements) {
   EXPECT_NEAR(sets.chance_by_kind[2], 1.0 / double(elements.size()), 1e-12);
 }
 
+TEST(EvalFacts, StatementCompletionsCutBeforeTheLastWord) {
+  const auto c =
+      statement_completions({"The symbol of Iron is Fe.", "Atomic number 26 belongs to Iron.",
+                             "The atomic weight of Iron is 55.847.", "Alone."});
+  ASSERT_EQ(c.size(), 3u);  // one word: nothing to complete
+  EXPECT_EQ(c[0].prompt, "The symbol of Iron is");
+  EXPECT_EQ(c[0].answer, " Fe.");
+  EXPECT_EQ(c[1].answer, " Iron.");
+  EXPECT_EQ(c[2].answer, " 55.847.");
+  EXPECT_EQ(c[2].kind, -1);
+  if (!test::dictd_installed({"elements"})) GTEST_SKIP() << "dict-elements is not installed";
+  DataConfig data;
+  const auto control = element_group_statements(data, /*control=*/true);
+  const auto sets = element_fact_questions(data);
+  std::set<std::string> subjects;
+  for (const auto& q : sets.control) subjects.insert(q.subject);
+  ASSERT_FALSE(control.empty());
+  for (const auto& statement : control) {
+    bool about_control = false;
+    for (const auto& name : subjects) about_control |= statement.find(name) != std::string::npos;
+    EXPECT_TRUE(about_control) << statement;
+  }
+}
+
 nlohmann::json fake_report(const std::string& method, double d_before, double d_after,
                            double g_before, double g_after, bool facts) {
   nlohmann::json before = {{"token_accuracy", d_before}}, after = {{"token_accuracy", d_after}};

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "bank/bank_io.h"
+#include "common/atomic_file.h"
 #include "common/check.h"
 
 namespace kvtune {
@@ -39,8 +40,12 @@ std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const In
 }
 
 void IndexedBank::save(const std::string& path) const {
-  write_bank(path, bank_);
-  index_->save(index_path_for(path));
+  // Both files are complete before either is renamed into place: a failure leaves the old pair.
+  AtomicOutput bank_out(path), index_out(index_path_for(path));
+  write_bank(bank_out.temp_path(), bank_);
+  index_->save(index_out.temp_path());
+  index_out.commit();
+  bank_out.commit();
 }
 
 void IndexedBank::set_trainable(bool trainable) {

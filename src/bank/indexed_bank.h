@@ -19,7 +19,8 @@ class IndexedBank {
   // builds one from `config`. Search parameters (nprobe, efSearch) come from `config`.
   static std::shared_ptr<IndexedBank> load(const std::string& path, const IndexConfig& config);
 
-  // Writes the bank and its index beside it, each atomically.
+  // Writes the bank and its index beside it, each to a temporary name first; both are renamed
+  // into place only when both are complete (index first, then the bank).
   void save(const std::string& path) const;
 
   // Trainable banks have keys and values that require grad (and receive sparse row gradients).

@@ -24,5 +24,7 @@ void add_bank_tool_commands(CLI::App& bank);
 void add_train_commands(CLI::App& app);
 void add_eval_commands(CLI::App& app);
 void add_compare_commands(CLI::App& app);
+void add_memory_commands(CLI::App& app);
+void add_facts_commands(CLI::App& app);
 
 }  // namespace kvtune::cli

@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   kvtune::cli::add_train_commands(app);
   kvtune::cli::add_eval_commands(app);
   kvtune::cli::add_compare_commands(app);
+  kvtune::cli::add_memory_commands(app);
+  kvtune::cli::add_facts_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -34,6 +34,28 @@ FactQuestionSets element_fact_questions(const DataConfig& data) {
   return sets;
 }
 
+std::vector<std::string> element_group_statements(const DataConfig& data, bool control) {
+  std::vector<std::string> out;
+  for (const Element& e : read_elements()) {
+    const bool held_out = is_held_out(e.name, data.held_out_fraction, data.split_salt);
+    if (held_out != control || (!control && teaches_answer_format(e))) continue;
+    for (auto& s : element_statements(e)) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<FactQuestion> statement_completions(const std::vector<std::string>& statements) {
+  std::vector<FactQuestion> out;
+  for (const auto& s : statements) {
+    const auto space = s.find_last_of(' ');
+    if (space == std::string::npos || space == 0) continue;
+    const std::string answer = s.substr(space);
+    if (answer.size() <= 1) continue;
+    out.push_back(FactQuestion{s, s.substr(0, space), answer, -1});
+  }
+  return out;
+}
+
 bool answer_matches(const std::string& predicted, const std::string& expected) {
   return predicted == expected;
 }

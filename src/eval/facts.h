@@ -37,6 +37,17 @@ struct FactQuestionSets {
 // The question sets of the "elements-facts" corpus under `data`'s split.
 FactQuestionSets element_fact_questions(const DataConfig& data);
 
+// The statements (data/elements.h: element_statements) of one group's elements, in atomic
+// number order: the control group's are the natural text for `kvtune remember` to learn what the
+// model was never trained on. `control` false: the trained-fact group (not the format half).
+std::vector<std::string> element_group_statements(const DataConfig& data, bool control);
+
+// Verbatim recall: each statement cut before its last word, the answer being that word with the
+// statement's end ("The symbol of Iron is" -> " Fe."; "Atomic number 26 belongs to" -> " Iron."):
+// a greedy continuation matches when it ends the text there, as the statement did.
+// kind is -1 (no chance level); subject is the statement itself.
+std::vector<FactQuestion> statement_completions(const std::vector<std::string>& statements);
+
 struct AnsweredQuestion {
   const FactQuestion* question;
   std::string predicted;

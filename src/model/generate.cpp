@@ -1,16 +1,27 @@
 #include "model/generate.h"
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
 
 #include "common/check.h"
 
 namespace kvtune {
 
-std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
-                                                  const std::vector<std::vector<int64_t>>& prompts,
-                                                  const GenerateOptions& options) {
+namespace {
+
+// Next ids of a batch: last_logits [rows, V] at each row's last position; rows marked done are
+// ignored (their entry is unused).
+using PickFn =
+    std::function<std::vector<int64_t>(const torch::Tensor& last_logits, const std::vector<bool>&)>;
+
+std::vector<std::vector<int64_t>> continue_prompts(TransformerLM& model,
+                                                   const std::vector<std::vector<int64_t>>& prompts,
+                                                   const GenerateOptions& options,
+                                                   const PickFn& pick) {
   KVT_CHECK(options.max_new_tokens >= 0 && options.batch_size > 0,
-            "greedy_continue: max_new_tokens must be >= 0 and batch_size > 0");
+            "generate: max_new_tokens must be >= 0 and batch_size > 0");
   const int64_t max_len = model->config().max_seq_len;
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
@@ -23,10 +34,11 @@ std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
     int64_t longest = 0;
     for (int64_t r = 0; r < rows; ++r) {
       const auto& p = prompts[first + r];
-      KVT_CHECK(!p.empty(), "greedy_continue: prompt ", first + r, " is empty");
+      KVT_CHECK(!p.empty(), "generate: prompt ", first + r, " is empty");
       KVT_CHECK(static_cast<int64_t>(p.size()) + options.max_new_tokens <= max_len,
-                "greedy_continue: prompt ", first + r, " has ", p.size(), " tokens; with ",
-                options.max_new_tokens, " new ones it exceeds the model's max_seq_len ", max_len);
+                "generate: prompt ", first + r, " has ", p.size(), " tokens; with ",
+                options.max_new_tokens, " new ones it exceeds the model's max_seq_len ", max_len,
+                " (ask for fewer new tokens or shorten the prompt)");
       length[r] = static_cast<int64_t>(p.size());
       longest = std::max(longest, length[r]);
     }
@@ -46,8 +58,7 @@ std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
       if (width == 0) break;
       const auto logits = model->forward(tokens.narrow(1, 0, width));
       const auto positions = torch::tensor(length, torch::kInt64).clamp_max(width).sub(1);
-      const auto next = logits.index({torch::arange(rows), positions}).argmax(-1).contiguous();
-      const auto* next_ids = next.data_ptr<int64_t>();
+      const auto next_ids = pick(logits.index({torch::arange(rows), positions}), done);
       for (int64_t r = 0; r < rows; ++r) {
         if (done[r]) continue;
         if (next_ids[r] == options.eos_id) {
@@ -62,6 +73,69 @@ std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
   }
   if (was_training) model->train();
   return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
+                                                  const std::vector<std::vector<int64_t>>& prompts,
+                                                  const GenerateOptions& options) {
+  return continue_prompts(model, prompts, options,
+                          [](const torch::Tensor& last_logits, const std::vector<bool>&) {
+                            const auto next = last_logits.argmax(-1).contiguous();
+                            const auto* ids = next.data_ptr<int64_t>();
+                            return std::vector<int64_t>(ids, ids + next.numel());
+                          });
+}
+
+std::vector<std::vector<int64_t>> sample_continue(TransformerLM& model,
+                                                  const std::vector<std::vector<int64_t>>& prompts,
+                                                  const GenerateOptions& options,
+                                                  const SamplingOptions& sampling) {
+  KVT_CHECK(std::isfinite(sampling.temperature) && sampling.temperature >= 0,
+            "generate: temperature must be >= 0 (0 = greedy), got ", sampling.temperature);
+  KVT_CHECK(sampling.top_k >= 0, "generate: top-k must be >= 0 (0 = every token), got ",
+            sampling.top_k);
+  if (sampling.temperature == 0.0) return greedy_continue(model, prompts, options);
+  std::mt19937_64 rng(sampling.seed);
+  return continue_prompts(model, prompts, options,
+                          [&](const torch::Tensor& last_logits, const std::vector<bool>& done) {
+                            std::vector<int64_t> ids(done.size(), -1);
+                            for (size_t r = 0; r < done.size(); ++r) {
+                              if (!done[r])
+                                ids[r] = sample_next_token(last_logits[r], sampling, rng);
+                            }
+                            return ids;
+                          });
+}
+
+int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& sampling,
+                          std::mt19937_64& rng) {
+  KVT_CHECK(logits.dim() == 1 && logits.numel() > 0, "sample_next_token: logits must be [V]");
+  KVT_CHECK(sampling.temperature > 0 && std::isfinite(sampling.temperature),
+            "sample_next_token: temperature must be > 0, got ", sampling.temperature);
+  const auto l64 = logits.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  const double* l = l64.data_ptr<double>();
+  const int64_t v = l64.numel();
+  std::vector<int64_t> order(v);
+  std::iota(order.begin(), order.end(), 0);
+  const int64_t keep = sampling.top_k > 0 ? std::min(sampling.top_k, v) : v;
+  // Largest first, ties to the smaller id: the cut at top_k is deterministic.
+  std::partial_sort(order.begin(), order.begin() + keep, order.end(),
+                    [l](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+  const double top = l[order[0]];
+  KVT_CHECK(std::isfinite(top), "sample_next_token: the largest logit is ", top,
+            ", expected a finite value");
+  std::vector<double> cumulative(keep);
+  double total = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    total += std::exp((l[order[i]] - top) / sampling.temperature);
+    cumulative[i] = total;
+  }
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng) * total;
+  const auto it = std::upper_bound(cumulative.begin(), cumulative.end(), u);
+  const int64_t i = std::min<int64_t>(it - cumulative.begin(), keep - 1);
+  return order[i];
 }
 
 }  // namespace kvtune

@@ -1,8 +1,12 @@
-// Greedy continuation of prompts, batched: what exact-match evaluation and `kvtune generate` use.
+// Continuation of prompts, batched: greedy (what exact-match evaluation uses) or sampled with a
+// temperature and a top-k cut (what `kvtune generate` offers besides greedy).
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <vector>
+
+#include <torch/torch.h>
 
 #include "model/transformer.h"
 
@@ -15,6 +19,12 @@ struct GenerateOptions {
   int64_t batch_size = 64;  // prompts run together
 };
 
+struct SamplingOptions {
+  double temperature = 0.0;  // 0: greedy (argmax); > 0: sample from softmax(logits / temperature)
+  int64_t top_k = 0;         // > 0: sample among the top_k most likely tokens only; 0: all
+  uint64_t seed = 0;         // std::mt19937_64 seed: the same seed gives the same continuation
+};
+
 // For each prompt (token ids, bos included when wanted), the greedy (argmax) continuation of at
 // most max_new_tokens ids. Prompts in one batch are right-padded: the model is causal, so padding
 // after a row's last token never changes that row's predictions. A prompt plus its continuation
@@ -22,5 +32,19 @@ struct GenerateOptions {
 std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
                                                   const std::vector<std::vector<int64_t>>& prompts,
                                                   const GenerateOptions& options);
+
+// As greedy_continue, with each next token drawn by sample_next_token from one generator seeded
+// with sampling.seed (rows in order, step by step). temperature 0 is greedy_continue exactly.
+// The same prompts, options and seed give the same continuations on every run and thread count.
+std::vector<std::vector<int64_t>> sample_continue(TransformerLM& model,
+                                                  const std::vector<std::vector<int64_t>>& prompts,
+                                                  const GenerateOptions& options,
+                                                  const SamplingOptions& sampling);
+
+// One draw from softmax(logits / temperature) restricted to the top_k largest logits (ties at
+// the cut broken towards the smaller id), by inverse CDF over a uniform from `rng`, computed in
+// float64. logits: [V] float; temperature must be > 0.
+int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& sampling,
+                          std::mt19937_64& rng);
 
 }  // namespace kvtune

@@ -13,6 +13,12 @@ namespace kvtune {
 // "domain_<i>.h5" in a model folder: the trained domain bank of memory layer i.
 std::string domain_bank_file(int64_t memory_layer);
 
+// Throws a kvtune::Error naming `path` when a bank with `meta` cannot serve `model`: it records
+// no model fingerprint, was trained for another model (fingerprint differs), or names a memory
+// layer the model does not have.
+void check_bank_fits_model(const TransformerLM& model, const BankMeta& meta,
+                           const std::string& path);
+
 // Loads the bank at `path` (and its index beside it) read-only and attaches it to the memory
 // layer its meta names. Refused with a kvtune::Error naming the file, and nothing attached, when
 // the bank has no model fingerprint, was trained for another model (fingerprint differs), or names

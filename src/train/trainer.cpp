@@ -1,8 +1,5 @@
 #include "train/trainer.h"
 
-#include <faiss/Clustering.h>
-#include <faiss/IndexFlat.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +19,7 @@
 #include "model/lora.h"
 #include "model/model_io.h"
 #include "train/corpus.h"
+#include "train/kmeans.h"
 #include "train/lm_dataset.h"
 #include "train/progress.h"
 #include "train/recipe_io.h"
@@ -359,16 +357,7 @@ torch::Tensor domain_keys(const Recipe& r, TransformerLM& model, MemoryLayer& la
     const auto pick = torch::randperm(q.size(0), torch::kInt64).narrow(0, 0, db.size);
     return q.index_select(0, pick).contiguous();
   }
-  faiss::ClusteringParameters cp;
-  cp.niter = 20;
-  cp.spherical = true;
-  cp.seed = static_cast<int>(seed);
-  cp.max_points_per_centroid = 64;
-  faiss::Clustering clustering(static_cast<int>(dk), static_cast<int>(db.size), cp);
-  faiss::IndexFlatIP assign(dk);
-  clustering.train(q.size(0), q.data_ptr<float>(), assign);
-  auto keys = torch::from_blob(clustering.centroids.data(), {db.size, dk}, torch::kFloat32).clone();
-  return (keys / keys.norm(2, 1, true).clamp_min(1e-12)).contiguous();
+  return spherical_kmeans(q, db.size, seed);
 }
 
 // Text safe inside a Markdown table cell.
