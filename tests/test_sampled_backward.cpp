@@ -162,6 +162,12 @@ TEST(SampledBackward, ErrorFallsAsInverseSquareRootOfSamples) {
     }
     log_s.push_back(std::log(static_cast<double>(s)));
     for (int kind = 0; kind < 3; ++kind) log_err[kind].push_back(0.5 * std::log(se[kind] / T));
+    // Relative RMS error of one estimate (the mean of C): x sqrt(C) gives a single draw's.
+    std::cout << "[ error    ] s " << s << " relative RMS dQ "
+              << std::sqrt(se[0] / T) / ref.dq.norm().item<double>() << " dK "
+              << std::sqrt(se[1] / T) / ref.dk.norm().item<double>() << " dV "
+              << std::sqrt(se[2] / T) / ref.dv.norm().item<double>() << " (mean of " << C
+              << " estimates)\n";
   }
   const char* names[3] = {"dQ", "dK", "dV"};
   for (int kind = 0; kind < 3; ++kind) {
