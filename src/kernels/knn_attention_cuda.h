@@ -51,6 +51,7 @@ int topk_search_splits(int64_t R, int64_t N, int64_t k, int64_t max_partial_entr
 
 // ---- (b) merge of candidate lists: rows of L (score, id) pairs -> the best k, sorted ----
 // Entries with id < 0 are skipped; ids within a row must be distinct (repeats are kept once).
+// The outputs must not overlap the inputs.
 cudaError_t topk_merge_cuda(const float* scores, const int64_t* ids, int64_t R, int64_t L,
                             int64_t k, float* top_scores, int64_t* top_ids, cudaStream_t stream);
 

@@ -89,15 +89,26 @@ __global__ void __launch_bounds__(kSearchWarps* kWarp)
               out_ids + r * out_ld + blockIdx.y * out_split_ld);
 }
 
-// One warp per row: the best k of the row's L entries.
+// One warp per row: the best k of the row's L entries, to row r * out_ld of the outputs.
 constexpr int kMergeWarps = 8;
 
 __global__ void __launch_bounds__(kMergeWarps* kWarp)
-    topk_merge_kernel(const float* scores, const int64_t* ids,  // may alias the outputs
-                      int64_t R, int64_t L, int k, float* top_s, int64_t* top_ids) {
+    topk_merge_kernel(const float* __restrict__ scores, const int64_t* __restrict__ ids, int64_t R,
+                      int64_t L, int k, float* top_s, int64_t* top_ids, int64_t out_ld) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kMergeWarps + threadIdx.x / kWarp;
   if (r >= R) return;
-  warp_select(scores + r * L, ids + r * L, static_cast<int>(L), k, top_s + r * k, top_ids + r * k);
+  warp_select(scores + r * L, ids + r * L, static_cast<int>(L), k, top_s + r * out_ld,
+              top_ids + r * out_ld);
+}
+
+cudaError_t launch_merge(const float* scores, const int64_t* ids, int64_t R, int64_t L, int64_t k,
+                         float* top_scores, int64_t* top_ids, int64_t out_ld, cudaStream_t stream) {
+  if (R < 0 || L < 1 || L > INT32_MAX || k < 1 || k > kCudaMaxK || out_ld < k)
+    return cudaErrorInvalidValue;
+  if (R == 0) return cudaSuccess;
+  topk_merge_kernel<<<cuda_detail::blocks_for(R, kMergeWarps), kMergeWarps * kWarp, 0, stream>>>(
+      scores, ids, R, L, static_cast<int>(k), top_scores, top_ids, out_ld);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -105,6 +116,7 @@ __global__ void __launch_bounds__(kMergeWarps* kWarp)
 int topk_search_splits(int64_t R, int64_t N, int64_t k, int64_t max_partial_entries,
                        int multiprocessors) {
   // About 4 blocks per multiprocessor in all, chunks of at least 1024 keys.
+  if (R < 1 || k < 1) return 1;
   const int64_t row_blocks = (R + kSearchWarps - 1) / kSearchWarps;
   int64_t splits = std::max<int64_t>(1, (4LL * multiprocessors + row_blocks - 1) / row_blocks);
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, N / 1024));
@@ -137,28 +149,14 @@ cudaError_t topk_search_cuda(const float* q, int64_t R, int64_t dk, const T* key
       q, R, static_cast<int>(dk), keys, N, id_offset, scale, static_cast<int>(k), chunk,
       partial_scores, partial_ids, splits * k, k);
   KVT_CUDA_TRY(cudaGetLastError());
-  // The merge writes rows of k; with out_ld > k it goes through the row-strided path below.
-  if (out_ld == k)
-    return topk_merge_cuda(partial_scores, partial_ids, R, splits * k, k, top_scores, top_ids,
-                           stream);
-  // Strided output: merge in place into the first k entries of each partial row, then copy.
-  KVT_CUDA_TRY(topk_merge_cuda(partial_scores, partial_ids, R, splits * k, k, partial_scores,
-                               partial_ids, stream));
-  KVT_CUDA_TRY(cudaMemcpy2DAsync(top_scores, out_ld * sizeof(float), partial_scores,
-                                 splits * k * sizeof(float), k * sizeof(float), R,
-                                 cudaMemcpyDeviceToDevice, stream));
-  return cudaMemcpy2DAsync(top_ids, out_ld * sizeof(int64_t), partial_ids,
-                           splits * k * sizeof(int64_t), k * sizeof(int64_t), R,
-                           cudaMemcpyDeviceToDevice, stream);
+  return launch_merge(partial_scores, partial_ids, R, splits * k, k, top_scores, top_ids, out_ld,
+                      stream);
 }
 
 cudaError_t topk_merge_cuda(const float* scores, const int64_t* ids, int64_t R, int64_t L,
                             int64_t k, float* top_scores, int64_t* top_ids, cudaStream_t stream) {
-  if (R < 0 || L < 1 || L > INT32_MAX || k < 1 || k > kCudaMaxK) return cudaErrorInvalidValue;
-  if (R == 0) return cudaSuccess;
-  topk_merge_kernel<<<cuda_detail::blocks_for(R, kMergeWarps), kMergeWarps * kWarp, 0, stream>>>(
-      scores, ids, R, L, static_cast<int>(k), top_scores, top_ids);
-  return cudaGetLastError();
+  // The outputs must not overlap the inputs (the kernel reads them under __restrict__).
+  return launch_merge(scores, ids, R, L, k, top_scores, top_ids, k, stream);
 }
 
 template cudaError_t topk_search_cuda<float>(const float*, int64_t, int64_t, const float*, int64_t,
