@@ -29,7 +29,7 @@ __device__ __forceinline__ float load(const __nv_bfloat16* p) {
 }
 
 // The order of the CPU kernels: score descending, ties to the smaller id; invalid (id < 0) last.
-__device__ __forceinline__ bool better(float s1, int64_t i1, float s2, int64_t i2) {
+__host__ __device__ __forceinline__ bool better(float s1, int64_t i1, float s2, int64_t i2) {
   if (i1 < 0) return false;
   if (i2 < 0) return true;
   return s1 > s2 || (s1 == s2 && i1 < i2);
@@ -152,14 +152,17 @@ __device__ __forceinline__ float warp_dot(const float* x, const T* row, int64_t 
 }
 
 // Philox4x32-10 (Salmon et al. 2011, the Random123 constants): counter-based, so any (row,
-// draw, block) has its own random numbers with no state to carry.
-__device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 key) {
+// draw, block) has its own random numbers with no state to carry. Host-callable too, for the
+// known-answer check in tests/cuda/host_checks.cu.
+__host__ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 key) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
 #pragma unroll
   for (int i = 0; i < 10; ++i) {
-    const uint32_t hi0 = __umulhi(kM0, c.x), lo0 = kM0 * c.x;
-    const uint32_t hi1 = __umulhi(kM1, c.z), lo1 = kM1 * c.z;
+    const uint64_t p0 = static_cast<uint64_t>(kM0) * c.x;
+    const uint64_t p1 = static_cast<uint64_t>(kM1) * c.z;
+    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
     c = make_uint4(hi1 ^ c.y ^ key.x, lo1, hi0 ^ c.w ^ key.y, lo0);
     key.x += kW0;
     key.y += kW1;
@@ -169,8 +172,8 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 key) {
 
 // Two uniforms in the open interval (0, 1), 53 bits each, centred in their cell (as the CPU's
 // open_uniform), from block `block` of the stream (seed, row, draw).
-__device__ __forceinline__ double2 philox_uniform2(uint64_t seed, uint64_t row, uint32_t draw,
-                                                   uint32_t block) {
+__host__ __device__ __forceinline__ double2 philox_uniform2(uint64_t seed, uint64_t row,
+                                                            uint32_t draw, uint32_t block) {
   const uint4 x = philox4x32_10(
       make_uint4(static_cast<uint32_t>(row), static_cast<uint32_t>(row >> 32), draw, block),
       make_uint2(static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
@@ -179,6 +182,21 @@ __device__ __forceinline__ double2 philox_uniform2(uint64_t seed, uint64_t row, 
   constexpr double kTwoM53 = 1.0 / 9007199254740992.0;
   return make_double2((static_cast<double>(a) + 0.5) * kTwoM53,
                       (static_cast<double>(b) + 0.5) * kTwoM53);
+}
+
+// The t-th key (0-based) not in S, S given as before[j] = sorted_S[j] - j for j < ks (the
+// numbering of TailIds in attention/lazy_gumbel.h): t plus the entries with before[j] <= t.
+__host__ __device__ __forceinline__ int64_t tail_id(const int64_t* before, int ks, int64_t t) {
+  int lo = 0, hi = ks;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (before[mid] <= t) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return t + lo;
 }
 
 inline unsigned blocks_for(int64_t items, int per_block) {

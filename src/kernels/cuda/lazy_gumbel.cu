@@ -94,16 +94,7 @@ __global__ void __launch_bounds__(kGumbelWarps* kWarp)
       skip = __shfl_sync(kFullMask, skip, 0);
       if (!(p_b > 0.0) || !(skip < static_cast<double>(tail_n - 1 - t))) break;
       t += static_cast<int64_t>(skip) + 1;
-      // The t-th key not in S: t plus the number of S entries with before[j] <= t.
-      int lo = 0, hi = ks;
-      while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (before[mid] <= t)
-          lo = mid + 1;
-        else
-          hi = mid;
-      }
-      const int64_t id = t + lo;
+      const int64_t id = tail_id(before, ks, t);
       int64_t row = 0;
       const BankPointers<T>* bank = locate(banks, id, &row);
       const double s = bank != nullptr
