@@ -127,19 +127,29 @@ inline cudaError_t make_bank_set(const BankPointers<T>* banks, int nbanks, BankS
   return cudaSuccess;
 }
 
-// The bank holding global id `id` and the row in it; null when none does.
+// The key and value rows of global id `id`; null pointers when no bank holds it. The loop over
+// banks is unrolled so that the kernel parameter is indexed by constants only (a run-time index
+// would copy the whole BankSet to local memory).
 template <typename T>
-__device__ __forceinline__ const BankPointers<T>* locate(const BankSet<T>& set, int64_t id,
-                                                         int64_t* row) {
-  if (id < 0) return nullptr;
-  for (int b = 0; b < set.count; ++b) {
+struct RowRef {
+  const T* key = nullptr;
+  const T* value = nullptr;
+};
+
+template <typename T>
+__device__ __forceinline__ RowRef<T> locate(const BankSet<T>& set, int64_t id, int64_t dk,
+                                            int64_t dv) {
+  RowRef<T> ref;
+  if (id < 0) return ref;
+#pragma unroll
+  for (int b = 0; b < kCudaMaxBanks; ++b) {
     const int64_t local = id - set.bank[b].offset;
-    if (local >= 0 && local < set.bank[b].rows) {
-      *row = local;
-      return &set.bank[b];
+    if (b < set.count && local >= 0 && local < set.bank[b].rows) {
+      ref.key = set.bank[b].keys + local * dk;
+      ref.value = set.bank[b].values + local * dv;
     }
   }
-  return nullptr;
+  return ref;
 }
 
 // <x, row> over d elements, x in float (shared or global), row float or bf16; whole warp, all

@@ -95,11 +95,9 @@ __global__ void __launch_bounds__(kGumbelWarps* kWarp)
       if (!(p_b > 0.0) || !(skip < static_cast<double>(tail_n - 1 - t))) break;
       t += static_cast<int64_t>(skip) + 1;
       const int64_t id = tail_id(before, ks, t);
-      int64_t row = 0;
-      const BankPointers<T>* bank = locate(banks, id, &row);
-      const double s = bank != nullptr
-                           ? static_cast<double>(scale * warp_dot(q_s, bank->keys + row * dk, dk))
-                           : -INFINITY;
+      const RowRef<T> ref = locate(banks, id, dk, /*dv=*/int64_t(0));
+      const double s =
+          ref.key != nullptr ? static_cast<double>(scale * warp_dot(q_s, ref.key, dk)) : -INFINITY;
       ++scored;
       if (lane == 0) {
         // Gumbel conditioned on > B: E = -log1p(-V pB), g = -log E.

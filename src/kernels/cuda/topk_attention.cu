@@ -27,13 +27,12 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
   const float* qr = q + r * dk;
   for (int c = 0; c < C; ++c) {
     const int64_t id = cand[r * C + c];
-    int64_t row = 0;
-    const BankPointers<T>* bank = locate(banks, id, &row);
+    const RowRef<T> ref = locate(banks, id, dk, dv);
     float s = -INFINITY;
-    if (bank != nullptr) s = scale * warp_dot(qr, bank->keys + row * dk, dk);
+    if (ref.key != nullptr) s = scale * warp_dot(qr, ref.key, dk);
     if (lane == 0) {
       cs[c] = s;
-      ci[c] = bank != nullptr ? id : -1;
+      ci[c] = ref.key != nullptr ? id : -1;
     }
   }
   __syncwarp();
@@ -52,10 +51,8 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
 #pragma unroll
   for (int t = 0; t < kDimSlots; ++t) acc[t] = 0.f;
   for (int j = 0; j < kept; ++j) {
-    int64_t row = 0;
-    const BankPointers<T>* bank = locate(banks, ti[j], &row);
     const float p = pr[j];
-    const T* vr = bank->values + row * dv;
+    const T* vr = locate(banks, ti[j], dk, dv).value;
 #pragma unroll
     for (int t = 0; t < kDimSlots; ++t) {
       const int64_t i = t * kWarp + lane;
@@ -87,15 +84,14 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
 #pragma unroll
   for (int t = 0; t < kDimSlots; ++t) acc[t] = 0.f;
   for (int j = 0; j < k; ++j) {
-    int64_t row = 0;
-    const BankPointers<T>* bank = locate(banks, top_ids[r * k + j], &row);
-    if (bank == nullptr) {
+    const RowRef<T> ref = locate(banks, top_ids[r * k + j], dk, dv);
+    if (ref.key == nullptr) {
       if (lane == 0) g[r * k + j] = 0.f;
       continue;
     }
-    const float grj = probs[r * k + j] * (warp_dot(dor, bank->values + row * dv, dv) - d_r);
+    const float grj = probs[r * k + j] * (warp_dot(dor, ref.value, dv) - d_r);
     if (lane == 0) g[r * k + j] = grj;
-    const T* kr = bank->keys + row * dk;
+    const T* kr = ref.key;
 #pragma unroll
     for (int t = 0; t < kDimSlots; ++t) {
       const int64_t i = t * kWarp + lane;
