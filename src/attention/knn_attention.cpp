@@ -50,10 +50,16 @@ std::vector<int64_t> bank_offsets(const std::vector<BankView>& banks) {
 void check_attention_inputs(const torch::Tensor& queries, const std::vector<BankView>& banks,
                             const KnnAttentionOptions& options) {
   KVT_CHECK(queries.defined() && queries.dim() >= 1, "queries must be a tensor [..., d_k]");
+#ifdef KVTUNE_WITH_CUDA
+  KVT_CHECK(!queries.is_cuda(),
+            "queries are on CUDA but this check is for the CPU path (on CUDA, knn_attention "
+            "runs estimator topk with backward exact: docs/gpu.md)");
+#else
   KVT_CHECK(!queries.is_cuda(),
             "queries are on CUDA but kvtune was built without CUDA (cmake -DKVTUNE_CUDA=ON "
             "against a libtorch with CUDA builds the CUDA path, docs/gpu.md; move the tensors "
             "to the CPU otherwise)");
+#endif
   const auto dtype = queries.scalar_type();
   KVT_CHECK(dtype == torch::kFloat32 || dtype == torch::kFloat64,
             "queries must be float32 or float64, got ", dtype);
@@ -100,9 +106,9 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
                                  const KnnAttentionOptions& options,
                                  const torch::Tensor& learned_scale) {
 #ifdef KVTUNE_WITH_CUDA
-  if (queries.is_cuda()) {
+  if (queries.defined() && queries.is_cuda()) {
     // The CUDA path checks its own inputs (float32 queries; float32 or bfloat16 banks).
-    KVT_CHECK(queries.defined() && queries.dim() >= 1, "queries must be a tensor [..., d_k]");
+    KVT_CHECK(queries.dim() >= 1, "queries must be a tensor [..., d_k]");
     KnnAttentionOptions resolved = options;
     if (resolved.scale == 0.0) resolved.scale = std::sqrt(static_cast<double>(queries.size(-1)));
     auto q_unit = torch::nn::functional::normalize(
