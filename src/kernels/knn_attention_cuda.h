@@ -59,7 +59,9 @@ cudaError_t topk_merge_cuda(const float* scores, const int64_t* ids, int64_t R, 
 // As topk_attention_forward (CPU): for each row r, the C candidates cand[r, :] (global ids,
 // -1 = none) are scored from the banks' keys, the best k kept, softmax over them, values
 // aggregated. Outputs top_ids, top_scores, probs [R, k], out [R, dv]. `banks` is a host array
-// of nbanks <= kCudaMaxBanks entries whose pointers are device pointers.
+// of nbanks <= kCudaMaxBanks entries whose pointers are device pointers. One difference from the
+// CPU kernel: a candidate id repeated within a row is kept once (the CPU would keep it twice;
+// search_candidates never repeats one).
 template <typename T>
 cudaError_t topk_attention_forward_cuda(const float* q, int64_t R, int64_t dk, int64_t dv,
                                         const BankPointers<T>* banks, int nbanks,
