@@ -6,6 +6,9 @@
 #include "attention/estimator.h"
 #include "attention/impl/sampled_backward.h"
 #include "common/check.h"
+#ifdef KVTUNE_WITH_CUDA
+#include "attention/cuda/knn_attention_cuda.h"
+#endif
 
 namespace kvtune {
 
@@ -47,9 +50,16 @@ std::vector<int64_t> bank_offsets(const std::vector<BankView>& banks) {
 void check_attention_inputs(const torch::Tensor& queries, const std::vector<BankView>& banks,
                             const KnnAttentionOptions& options) {
   KVT_CHECK(queries.defined() && queries.dim() >= 1, "queries must be a tensor [..., d_k]");
+#ifdef KVTUNE_WITH_CUDA
   KVT_CHECK(!queries.is_cuda(),
-            "queries are on CUDA but this op runs on the CPU (the CUDA path is built with "
-            "KVTUNE_CUDA=ON; move the tensors to the CPU otherwise)");
+            "queries are on CUDA but this check is for the CPU path (on CUDA, knn_attention "
+            "runs estimator topk with backward exact: docs/gpu.md)");
+#else
+  KVT_CHECK(!queries.is_cuda(),
+            "queries are on CUDA but kvtune was built without CUDA (cmake -DKVTUNE_CUDA=ON "
+            "against a libtorch with CUDA builds the CUDA path, docs/gpu.md; move the tensors "
+            "to the CPU otherwise)");
+#endif
   const auto dtype = queries.scalar_type();
   KVT_CHECK(dtype == torch::kFloat32 || dtype == torch::kFloat64,
             "queries must be float32 or float64, got ", dtype);
@@ -95,6 +105,31 @@ void check_attention_inputs(const torch::Tensor& queries, const std::vector<Bank
 KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector<BankView>& banks,
                                  const KnnAttentionOptions& options,
                                  const torch::Tensor& learned_scale) {
+#ifdef KVTUNE_WITH_CUDA
+  if (queries.defined() && queries.is_cuda()) {
+    // The CUDA path checks its own inputs (float32 queries; float32 or bfloat16 banks).
+    KVT_CHECK(queries.dim() >= 1, "queries must be a tensor [..., d_k]");
+    KnnAttentionOptions resolved = options;
+    if (resolved.scale == 0.0) resolved.scale = std::sqrt(static_cast<double>(queries.size(-1)));
+    auto q_unit = torch::nn::functional::normalize(
+        queries.reshape({-1, queries.size(-1)}),
+        torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
+    if (learned_scale.defined()) {
+      const double c = learned_scale.detach().to(torch::kFloat64).item<double>();
+      KVT_CHECK(std::isfinite(c) && c > 0, "learned_scale must be finite and > 0, got ", c);
+      resolved.scale = c;
+      q_unit = q_unit * (learned_scale.reshape({}).to(q_unit.scalar_type()) / c);
+    }
+    auto r = cuda::knn_attention_cuda(q_unit, banks, resolved);
+    auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
+    auto shaped = [&](const torch::Tensor& t) {
+      auto s = lead;
+      s.push_back(t.size(-1));
+      return t.reshape(s);
+    };
+    return {shaped(r.output), shaped(r.ids), shaped(r.scores)};
+  }
+#endif
   check_attention_inputs(queries, banks, options);
   const auto estimator = make_estimator(options.estimator);
   KnnAttentionOptions resolved = options;

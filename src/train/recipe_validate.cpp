@@ -117,7 +117,13 @@ void check_optim_and_train(const Recipe& r, const std::string& where) {
 #ifndef KVTUNE_WITH_CUDA
   KVT_CHECK(t.device != "cuda", where,
             ": key 'train.device' is 'cuda' but kvtune was built without CUDA: set "
-            "train.device: cpu, or rebuild with cmake -DKVTUNE_CUDA=ON");
+            "train.device: cpu, or rebuild with cmake -DKVTUNE_CUDA=ON against a libtorch with "
+            "CUDA (docs/gpu.md)");
+#else
+  // The CUDA op exists (attention/cuda/), the trainer does not move the model there yet.
+  KVT_CHECK(t.device != "cuda", where,
+            ": key 'train.device' is 'cuda': this build has the CUDA attention op, but the "
+            "trainer runs on the CPU only so far: set train.device: cpu");
 #endif
 }
 
