@@ -106,6 +106,9 @@ struct TrainedStudyOptions {
   std::vector<std::string> texts = {"foldoc", "wn"};
   int64_t windows = 4;  // held-out windows of max_seq_len tokens per text
   std::vector<int64_t> fixed_ks = {1, 4, 16, 32};
+  // The same keys and queries scored at other scales than the model's: how peaked their cosines
+  // are (the model was trained at its own scale; these are not its outputs).
+  std::vector<double> other_scales = {16, 32, 64};
 };
 nlohmann::json run_trained_study(const TrainedStudyOptions& options);
 

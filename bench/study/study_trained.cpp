@@ -94,8 +94,12 @@ nlohmann::json run_trained_study(const TrainedStudyOptions& o) {
 
         nlohmann::json per_head = nlohmann::json::array();
         std::vector<torch::Tensor> masses, bank_shares;
+        std::vector<std::vector<torch::Tensor>> other(o.other_scales.size());
         for (int64_t h = 0; h < heads; ++h) {
-          const auto s = scale * q.select(1, h).to(torch::kFloat64).matmul(all_keys.t());
+          const auto dots = q.select(1, h).to(torch::kFloat64).matmul(all_keys.t());
+          const auto s = scale * dots;
+          for (size_t i = 0; i < o.other_scales.size(); ++i)
+            other[i].push_back(topk_mass(o.other_scales[i] * dots, ks));
           const auto m = topk_mass(s, ks);
           masses.push_back(m);
           // Softmax mass of each bank (attach order: base bank first, then domain banks).
@@ -110,6 +114,11 @@ nlohmann::json run_trained_study(const TrainedStudyOptions& o) {
           per_head.push_back({{"head", h}, {"mass", mass_summary(m, ks)}});
         }
         const auto mass = torch::cat(masses, 0);
+        nlohmann::json at_other_scales = nlohmann::json::array();
+        for (size_t i = 0; i < o.other_scales.size(); ++i) {
+          at_other_scales.push_back(
+              {{"scale", o.other_scales[i]}, {"mass", mass_summary(torch::cat(other[i], 0), ks)}});
+        }
         const auto share = torch::cat(bank_shares, 0).mean(0);
         for (size_t b = 0; b < banks.size(); ++b)
           banks[b]["softmax_share"] = share[static_cast<int64_t>(b)].item<double>();
@@ -148,6 +157,7 @@ nlohmann::json run_trained_study(const TrainedStudyOptions& o) {
                         {"banks", banks},
                         {"mass", summary},
                         {"per_head", per_head},
+                        {"mass_at_other_scales", at_other_scales},
                         {"errors", errors}});
         std::printf("trained %s on %s, layer %zu: n=%lld scale %.2f rows %lld  top-k mass",
                     dir.c_str(), text.c_str(), li, static_cast<long long>(n), scale,
@@ -169,7 +179,11 @@ nlohmann::json run_trained_study(const TrainedStudyOptions& o) {
     }
   }
   for (const auto& note : notes) std::printf("trained: %s\n", note.get<std::string>().c_str());
-  return {{"params", {{"model_dirs", o.model_dirs}, {"texts", o.texts}, {"windows", o.windows}}},
+  return {{"params",
+           {{"model_dirs", o.model_dirs},
+            {"texts", o.texts},
+            {"windows", o.windows},
+            {"other_scales", o.other_scales}}},
           {"runs", runs},
           {"notes", notes}};
 }
