@@ -22,6 +22,17 @@ nlohmann::json load_average() {
   return {avg[0], avg[1], avg[2]};
 }
 
+// Measured values to 6 significant digits: the files stay small and no figure needs more.
+void round_floats(nlohmann::json& j) {
+  if (j.is_number_float()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", j.get<double>());
+    j = std::strtod(buf, nullptr);
+  } else if (j.is_structured()) {
+    for (auto& v : j) round_floats(v);
+  }
+}
+
 // One key per line and one line per element of an array of records: readable diffs, small files.
 std::string dump_lines(const nlohmann::json& j) {
   std::string s = "{\n";
@@ -116,6 +127,7 @@ int main(int argc, char** argv) {
       j["threads"] = part == "cost" ? cost.threads : kvtune::available_cores();
       if (threads > 0 && part != "cost") j["threads"] = threads;
       const std::string path = out_dir + "/study_" + part + ".json";
+      round_floats(j);
       kvtune::write_file_atomic(path, dump_lines(j));
       std::printf("study: part %s took %.1f s, wrote %s\n", part.c_str(),
                   j["wall_seconds"].get<double>(), path.c_str());
