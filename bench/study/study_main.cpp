@@ -81,6 +81,10 @@ int main(int argc, char** argv) {
   app.add_option("--cost-max-n", cost_max_n, "largest n of the cost part (default 1e6)");
   app.add_option("--cost-repeats", cost.repeats, "timings: the minimum over this many runs")
       ->check(CLI::PositiveNumber);
+  app.add_option("--scales", error.scales, "score scales of the error part (0: sqrt(d_k))")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--dk", error.dk, "key (and value) dim of the error part")
+      ->check(CLI::PositiveNumber);
   app.add_option("--groups", error.groups, "groups of the gumbel estimator in the error part")
       ->check(CLI::PositiveNumber);
   app.add_option("--runs-dir", runs_dir, "folder of trained runs for the trained part (read only)");
