@@ -72,6 +72,26 @@ TEST(Cli, VersionCreateInspectQuery) {
     ASSERT_EQ(r.code, 0) << est << ": " << r.output;
     EXPECT_EQ(read_tensor(dir.file("s.h5"), "outputs").sizes(), (std::vector<int64_t>{11, 8}));
   }
+  // --samples and --seed: topk+tail with the whole tail (780 = 800 - 20 keys) is the dense
+  // softmax; gumbel with 4000 draws (groups 1) is within Monte Carlo error of it, the same seed
+  // gives the same output and another seed another.
+  auto query = [&](const std::string& options, const std::string& out) {
+    const auto run = kvtune("bank query " + a + " " + b + " --queries " + dir.file("q.h5") +
+                            " --k 20 " + options + " --out " + dir.file(out));
+    EXPECT_EQ(run.code, 0) << options << ": " << run.output;
+    return read_tensor(dir.file(out), "outputs").to(torch::kFloat64);
+  };
+  EXPECT_LT(test::rel_error(query("--estimator topk+tail --samples 780", "t.h5"), ref), 1e-5);
+  const auto g1 = query("--estimator gumbel --samples 4000 --groups 1 --seed 5", "g1.h5");
+  const auto g2 = query("--estimator gumbel --samples 4000 --groups 1 --seed 5", "g2.h5");
+  const auto g3 = query("--estimator gumbel --samples 4000 --groups 1 --seed 6", "g3.h5");
+  EXPECT_TRUE(torch::equal(g1, g2));
+  EXPECT_FALSE(torch::equal(g1, g3));
+  // Each entry within 5 Monte Carlo standard errors sd_P(v) / sqrt(4000) of the dense output.
+  const auto probs = torch::softmax(4.0 * qd.matmul(keys.t()), 1);
+  const auto var = probs.matmul(values.pow(2)) - ref.pow(2);
+  const auto z = (g1 - ref).abs() / (var.clamp_min(1e-30) / 4000.0).sqrt();
+  EXPECT_LT(z.max().item<double>(), 5.0);
 }
 
 TEST(Cli, BadInputIsANonZeroExitWithAMessage) {

@@ -28,6 +28,9 @@ struct QueryArgs {
   int64_t k = 32;
   int nprobe = 0, ef_search = 0;
   double scale = 0;
+  int64_t samples = -1;  // -1: the estimator's default
+  int64_t groups = 0;    // 0: the default
+  uint64_t seed = 0;
 };
 
 void add_create(CLI::App& bank) {
@@ -88,8 +91,14 @@ void add_query(CLI::App& bank) {
   c->add_option("--queries", a->queries, "HDF5 file with dataset /queries [M, d_k]")->required();
   c->add_option("--out", a->out, "Output HDF5 file")->required();
   c->add_option("--k", a->k, "Neighbours per query")->check(CLI::PositiveNumber);
-  c->add_option("--estimator", a->estimator,
-                "topk | dense | gumbel | topk+tail (the last two with their default options)");
+  c->add_option("--estimator", a->estimator, "topk | dense | gumbel | topk+tail");
+  c->add_option("--samples", a->samples,
+                "gumbel: draws per query (default 128); topk+tail: uniform tail keys per query "
+                "(default 64)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--groups", a->groups, "gumbel: median-of-means groups (default 4)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--seed", a->seed, "gumbel, topk+tail: random seed (same seed, same output)");
   c->add_option("--nprobe", a->nprobe, "IVF lists to visit")->check(CLI::NonNegativeNumber);
   c->add_option("--ef-search", a->ef_search, "HNSW search breadth")->check(CLI::NonNegativeNumber);
   c->add_option("--scale", a->scale, "Score scale (default: the banks' own)")
@@ -106,6 +115,12 @@ void add_query(CLI::App& bank) {
     options.k = a->k;
     options.estimator = a->estimator;
     options.scale = a->scale;
+    options.seed = a->seed;
+    if (a->samples >= 0) {
+      options.samples = a->samples;
+      options.tail_samples = a->samples;
+    }
+    if (a->groups > 0) options.groups = a->groups;
     const auto r = query_banks(banks, queries, options);
     write_tensors(a->out, {{"ids", r.ids}, {"scores", r.scores}, {"outputs", r.output}});
     std::cout << "wrote " << a->out << ": " << queries.size(0) << " queries, k = " << a->k << "\n";
