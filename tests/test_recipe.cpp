@@ -130,6 +130,8 @@ TEST(RecipeErrors, OutOfRange) {
       {"attention.groups=0", "'attention.groups' must be in [1, attention.samples = 128]"},
       {"attention.tail_samples=-2", "'attention.tail_samples' must be >= 0"},
       {"attention.backward_samples=0", "'attention.backward_samples' must be > 0"},
+      {"domain_bank.attach=[no-such-bank.h5]",
+       "'domain_bank.attach' names 'no-such-bank.h5', which is not a file"},
   };
   for (const auto& [set, message] : cases) {
     EXPECT_THAT(error_of([&] { scratch.load_and_validate({set}); }), HasSubstr(message)) << set;
@@ -141,6 +143,14 @@ TEST(RecipeErrors, OutOfRange) {
   // Each mode checks what it uses: a LoRA rank does not matter to the memory method.
   EXPECT_NO_THROW(scratch.load_and_validate({"lora.rank=0"}));
   EXPECT_NO_THROW(scratch.load_and_validate({"domain_bank.size=16", "method=full"}));
+  // Attached banks serve the memory method only: other methods would save them as their own.
+  const std::string bank = scratch.file("a.h5");
+  std::ofstream(bank) << "x";
+  EXPECT_NO_THROW(scratch.load_and_validate({"domain_bank.attach=[" + bank + "]"}));
+  EXPECT_THAT(error_of([&] {
+                scratch.load_and_validate({"domain_bank.attach=[" + bank + "]", "method=full"});
+              }),
+              HasSubstr("'domain_bank.attach' needs mode finetune and method memory"));
 }
 
 TEST(RecipeErrors, MissingCorpus) {

@@ -262,6 +262,48 @@ TEST_F(TrainerTest, ABankFromAnotherModelIsRefused) {
   }
 }
 
+// domain_bank.attach: an earlier run's bank is attached frozen while a new domain bank trains,
+// is part of the before/after measurements, is left byte-for-byte unchanged, and is not saved
+// into the new run's model folder (only the new bank is).
+TEST_F(TrainerTest, AttachedBanksStayFrozenAndAreNotSavedWithTheRun) {
+  auto first = micro_recipe("finetune");
+  first.base = base();
+  const auto first_out = dir_->file("ft-attach-first");
+  const auto o1 = finetune(first, first_out, false);
+  const std::string earlier = dir_->file("earlier.h5");
+  fs::copy_file(first_out + "/model/" + domain_bank_file(0), earlier);
+  fs::copy_file(first_out + "/model/domain_0.faiss", dir_->file("earlier.faiss"));
+  const auto file_bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string earlier_bytes = file_bytes(earlier);
+  const auto earlier_bank = read_bank(earlier);
+
+  auto second = first;  // same seed, data and initial keys: only the attached bank differs
+  second.domain_bank.attach = {earlier};
+  const auto second_out = dir_->file("ft-attach-second");
+  const auto o2 = finetune(second, second_out, false);
+  EXPECT_EQ(o2.train.steps, 6);
+  EXPECT_EQ(file_bytes(earlier), earlier_bytes);
+  EXPECT_EQ(o2.report["attached_banks"], nlohmann::json::array({earlier}));
+  // Trainable: the query projection and the new bank's keys and values, not the attached bank.
+  EXPECT_EQ(o2.train.trainable_parameters, o1.train.trainable_parameters);
+  // Measured with the attached bank in place: the "before" differs from a run without it.
+  EXPECT_NE(o2.before.domain.loss, o1.before.domain.loss);
+
+  auto run = load_run_model(second_out + "/model");
+  const auto banks = run.model->memory_layers()[0]->banks();
+  ASSERT_EQ(banks.size(), 2u);  // base + the new domain bank; the attached one is not the run's
+  const auto& saved = banks[1]->bank();
+  EXPECT_EQ(saved.keys.size(0), second.domain_bank.size);
+  EXPECT_FALSE(torch::equal(saved.values, earlier_bank.values));  // trained with it present
+  EXPECT_GT(saved.values.abs().sum().item<double>(), 0.0);
+  // The two banks serve one model side by side.
+  attach_bank_file(run.model, earlier);
+  EXPECT_EQ(run.model->memory_layers()[0]->banks().size(), 3u);
+}
+
 TEST_F(TrainerTest, ResumeReachesTheSameWeightsAsAnUninterruptedRun) {
   for (const std::string method : {"memory", "lora"}) {
     auto r = micro_recipe("finetune");

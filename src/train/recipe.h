@@ -30,6 +30,12 @@ struct DomainBankConfig {
   std::string key_init = "kmeans";  // "kmeans" of the domain's queries | "random" | "sample"
   std::string value_init = "zero";  // "zero" | "random"
   IndexConfig index;                // default Flat (exact, no copy)
+  // Bank files (kvtune bank export / merge / an earlier run's domain_<i>.h5) attached frozen,
+  // after the base bank and before the new domain bank, while the new bank trains and in the
+  // before/after evaluations: a domain added to a model that already serves others learns in
+  // their presence. They must carry the base model's fingerprint; they are not copied into the
+  // run's model folder (attach them again with `kvtune eval --banks`). Method memory only.
+  std::vector<std::string> attach;
 };
 
 struct LoraConfig {

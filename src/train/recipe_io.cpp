@@ -89,6 +89,7 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
 
   YamlReader bank = top.child("domain_bank");
   YAML::Node index;
+  r.domain_bank.attach = read_string_list(bank, "attach", r.domain_bank.attach);
   bank.get("size", r.domain_bank.size)
       .get("key_dim", r.domain_bank.key_dim)
       .get("value_dim", r.domain_bank.value_dim)
@@ -281,6 +282,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   bank["key_init"] = r.domain_bank.key_init;
   bank["value_init"] = r.domain_bank.value_init;
   bank["index"] = to_yaml(r.domain_bank.index);
+  bank["attach"] = flow_list(r.domain_bank.attach);
 
   n["lora"]["rank"] = r.lora.rank;
   n["lora"]["alpha"] = yaml_double(r.lora.alpha);

@@ -94,6 +94,10 @@ void check_domain_bank(const Recipe& r, const std::string& where) {
   check_one_of(where, "domain_bank.key_init", b.key_init, {"kmeans", "random", "sample"});
   check_one_of(where, "domain_bank.value_init", b.value_init, {"zero", "random"});
   validate(b.index, where, "domain_bank.index");
+  for (const auto& path : b.attach)
+    KVT_CHECK(fs::is_regular_file(path), where, ": key 'domain_bank.attach' names '", path,
+              "', which is not a file: give the path of a bank (.h5) written by kvtune, relative "
+              "to the directory kvtune runs in");
 }
 
 void check_optim_and_train(const Recipe& r, const std::string& where) {
@@ -160,6 +164,9 @@ void validate_recipe(const Recipe& r, const std::string& where) {
   validate(r.model_config, where + " (model '" + r.model + "')");
   check_data(r, where);
   if (r.mode == "finetune" && r.method == "memory") check_domain_bank(r, where);
+  KVT_CHECK(r.domain_bank.attach.empty() || (r.mode == "finetune" && r.method == "memory"), where,
+            ": key 'domain_bank.attach' needs mode finetune and method memory (this recipe has ",
+            r.mode, " / ", r.method, "): remove it, or evaluate with `kvtune eval --banks`");
   if (r.mode == "finetune" && r.method == "lora") {
     KVT_CHECK(r.lora.rank >= 1, where, ": key 'lora.rank' must be >= 1, got ", r.lora.rank);
     check_positive(where, "lora.alpha", r.lora.alpha);

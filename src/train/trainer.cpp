@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -492,9 +493,13 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
 
   TrainState s;
   s.model = loaded.model;
+  const std::string fingerprint = model_fingerprint(s.model);
+  // Banks of earlier domains, frozen, in place before anything is measured (recipe.h).
+  std::vector<std::shared_ptr<IndexedBank>> attached;
+  for (const auto& path : r.domain_bank.attach)
+    attached.push_back(attach_bank_file(s.model, path));
   configure_attention(s.model, r);
   s.token_bytes = token_byte_lengths(tokenizer);
-  const std::string fingerprint = model_fingerprint(s.model);
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
   // Language-model metrics of both sets, plus the domain's extra metrics (exact match).
   auto measure = [&](EvalPair& pair) {
@@ -557,11 +562,18 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   if (r.method == "lora") merge_lora(s.model);
   for (auto& b : s.banks) b->set_trainable(false);
   const double scale = fold_learned_scale(s, loaded.config);
-  // The domain banks are saved beside the model folder's base banks, not inside model.pt.
+  // The domain banks are saved beside the model folder's base banks, not inside model.pt; banks
+  // attached from files (domain_bank.attach) are not the run's and are not saved with it.
+  auto is_attached = [&](const std::shared_ptr<IndexedBank>& b) {
+    return std::find(attached.begin(), attached.end(), b) != attached.end();
+  };
   std::vector<std::vector<std::shared_ptr<IndexedBank>>> domain_banks;
   for (auto& layer : s.model->memory_layers()) {
-    std::vector<std::shared_ptr<IndexedBank>> extra(layer->banks().begin() + 1,
-                                                    layer->banks().end());
+    std::vector<std::shared_ptr<IndexedBank>> extra;
+    for (auto it = layer->banks().begin() + 1; it != layer->banks().end(); ++it)
+      if (!is_attached(*it)) extra.push_back(*it);
+    KVT_CHECK(extra.size() <= 1, "internal: ", extra.size(),
+              " trained domain banks on one memory layer; one file per layer is saved");
     domain_banks.push_back(extra);
     const auto base = layer->banks().front();
     layer->detach_all();
@@ -583,6 +595,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       {"wall_seconds", out.train.seconds},
       {"peak_memory_bytes", peak_rss_bytes()},
       {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
+      {"attached_banks", r.domain_bank.attach},
       {"attention",
        {{"estimator", s.model->memory_layers().empty()
                           ? std::string()

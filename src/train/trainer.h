@@ -32,7 +32,7 @@ struct EvalPair {
 
 struct FinetuneOutcome {
   TrainOutcome train;
-  EvalPair before;  // the base model, no domain bank
+  EvalPair before;  // the base model (with domain_bank.attach banks), no new domain bank
   EvalPair after;
   nlohmann::json report;  // what report.json holds (docs/eval.md); empty when interrupted
 };
