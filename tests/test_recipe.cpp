@@ -43,6 +43,8 @@ TEST(RecipeShipped, FoldocRecipeSaysWhatTheIssueAsks) {
   EXPECT_EQ(r.domain_bank.size, 2048);
   EXPECT_EQ(r.domain_bank.key_init, "kmeans");
   EXPECT_EQ(r.domain_bank.value_init, "zero");
+  EXPECT_TRUE(r.domain_bank.train_query);
+  EXPECT_TRUE(r.domain_bank.attach.empty());
   EXPECT_EQ(r.domain_bank.index.factory, "Flat");
   EXPECT_EQ(r.backward, "exact");
   const Recipe p = load_recipe(source_dir() + "/recipes/pretrain-general.yaml", {}, configs_dir());

@@ -262,6 +262,33 @@ TEST_F(TrainerTest, ABankFromAnotherModelIsRefused) {
   }
 }
 
+// domain_bank.train_query: false trains the bank rows alone: the run's model equals its base in
+// every parameter (query projections included), so its bank serves the base model itself.
+TEST_F(TrainerTest, BankOnlyTrainingLeavesEveryModelParameterUnchanged) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  r.domain_bank.train_query = false;
+  const auto out = dir_->file("ft-bank-only");
+  const auto o = finetune(r, out, false);
+  EXPECT_EQ(o.train.steps, 6);
+  const int64_t bank_rows = r.domain_bank.size * (r.model_config.memory.key_dim +
+                                                  r.model_config.memory.value_dim);
+  EXPECT_EQ(o.train.trainable_parameters, bank_rows);
+  const auto before = load_model(base() + "/model");
+  const auto after = load_run_model(out + "/model");
+  auto params_before = before.model->named_parameters();
+  int checked = 0;
+  for (const auto& p : after.model->named_parameters()) {
+    EXPECT_TRUE(torch::equal(p.value(), params_before[p.key()])) << p.key();
+    ++checked;
+  }
+  EXPECT_GT(checked, 5);
+  EXPECT_EQ(model_fingerprint(after.model), model_fingerprint(before.model));
+  EXPECT_GT(after.model->memory_layers()[0]->banks()[1]->bank().values.abs().sum().item<double>(),
+            0.0);
+  EXPECT_LT(o.after.domain.loss, o.before.domain.loss);
+}
+
 // domain_bank.attach: an earlier run's bank is attached frozen while a new domain bank trains,
 // is part of the before/after measurements, is left byte-for-byte unchanged, and is not saved
 // into the new run's model folder (only the new bank is).

@@ -30,6 +30,11 @@ struct DomainBankConfig {
   std::string key_init = "kmeans";  // "kmeans" of the domain's queries | "random" | "sample"
   std::string value_init = "zero";  // "zero" | "random"
   IndexConfig index;                // default Flat (exact, no copy)
+  // Train the memory layers' query projections with the bank (the default). false trains the
+  // bank rows alone and leaves the model as it was, so that the bank serves the base model
+  // itself: a bank meant to be attached beside others (kvtune eval --banks, bank merge) must be
+  // trained this way, since each run's trained query projection is its own.
+  bool train_query = true;
   // Bank files (kvtune bank export / merge / an earlier run's domain_<i>.h5) attached frozen,
   // after the base bank and before the new domain bank, while the new bank trains and in the
   // before/after evaluations: a domain added to a model that already serves others learns in

@@ -95,6 +95,7 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("value_dim", r.domain_bank.value_dim)
       .get("key_init", r.domain_bank.key_init)
       .get("value_init", r.domain_bank.value_init)
+      .get("train_query", r.domain_bank.train_query)
       .get("index", index);
   bank.finish();
   r.domain_bank.index = resolve_index_config(index, configs_dir, where, bank.path("index"));
@@ -281,6 +282,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   bank["value_dim"] = r.domain_bank.value_dim;
   bank["key_init"] = r.domain_bank.key_init;
   bank["value_init"] = r.domain_bank.value_init;
+  bank["train_query"] = r.domain_bank.train_query;
   bank["index"] = to_yaml(r.domain_bank.index);
   bank["attach"] = flow_list(r.domain_bank.attach);
 

@@ -536,8 +536,10 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       auto indexed = std::make_shared<IndexedBank>(std::move(bank), r.domain_bank.index);
       indexed->set_trainable(true);
       layer->attach(indexed);
-      layer->query->weight.set_requires_grad(true);
-      s.dense.push_back(layer->query->weight);
+      if (r.domain_bank.train_query) {
+        layer->query->weight.set_requires_grad(true);
+        s.dense.push_back(layer->query->weight);
+      }
       s.banks.push_back(indexed);
       s.bank_params.push_back(indexed->bank().keys);
       s.bank_params.push_back(indexed->bank().values);
