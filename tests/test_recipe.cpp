@@ -132,6 +132,9 @@ TEST(RecipeErrors, OutOfRange) {
       {"attention.groups=0", "'attention.groups' must be in [1, attention.samples = 128]"},
       {"attention.tail_samples=-2", "'attention.tail_samples' must be >= 0"},
       {"attention.backward_samples=0", "'attention.backward_samples' must be > 0"},
+      {"domain_bank.init=no-such-bank.h5",
+       "'domain_bank.init' names 'no-such-bank.h5', which is not a file"},
+      {"data.domain_mix=[no-such-corpus]", "data.domain_mix"},
       {"domain_bank.attach=[no-such-bank.h5]",
        "'domain_bank.attach' names 'no-such-bank.h5', which is not a file"},
   };

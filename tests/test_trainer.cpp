@@ -331,6 +331,39 @@ TEST_F(TrainerTest, AttachedBanksStayFrozenAndAreNotSavedWithTheRun) {
   EXPECT_EQ(run.model->memory_layers()[0]->banks().size(), 3u);
 }
 
+// domain_bank.init starts the new bank from a file's rows (its size, not domain_bank.size);
+// data.domain_mix takes training batches from another corpus in turn.
+TEST_F(TrainerTest, BankInitFromAFileAndAMixOfDomains) {
+  auto first = micro_recipe("finetune");
+  first.base = base();
+  first.domain_bank.train_query = false;
+  const auto first_out = dir_->file("ft-init-first");
+  finetune(first, first_out, false);
+  const std::string start = first_out + "/model/" + domain_bank_file(0);
+  const auto start_bank = read_bank(start);
+
+  auto tuned = [&](const std::string& name, std::vector<std::string> mix) {
+    auto r = first;
+    r.domain_bank.size = 2 * first.domain_bank.size;  // ignored: the file gives the size
+    r.domain_bank.init = start;
+    r.data.domain_mix = std::move(mix);
+    const auto out = dir_->file(name);
+    const auto o = finetune(r, out, false);
+    EXPECT_EQ(o.report["bank_init"], start);
+    return load_run_model(out + "/model").model->memory_layers()[0]->banks()[1]->bank().values;
+  };
+  const auto alone = tuned("ft-init-alone", {});
+  const auto mixed = tuned("ft-init-mixed", {"jargon"});
+  ASSERT_EQ(alone.size(0), start_bank.values.size(0));
+  // Started from the file: 6 more steps move the values a little, not back to zero.
+  const double start_norm = start_bank.values.norm().item<double>();
+  EXPECT_GT(start_norm, 0.0);
+  EXPECT_LT((alone - start_bank.values).norm().item<double>(), start_norm);
+  EXPECT_FALSE(torch::equal(alone, start_bank.values));
+  // Half the steps saw Jargon text instead: another bank.
+  EXPECT_FALSE(torch::equal(alone, mixed));
+}
+
 TEST_F(TrainerTest, ResumeReachesTheSameWeightsAsAnUninterruptedRun) {
   for (const std::string method : {"memory", "lora"}) {
     auto r = micro_recipe("finetune");

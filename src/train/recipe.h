@@ -15,6 +15,11 @@ struct DataConfig {
   // built-in "elements-facts" (statements from dict-elements), or paths to .txt / .jsonl.
   std::vector<std::string> general = {"wn"};
   std::string domain;  // empty for pretraining
+  // Finetune: more domains whose training splits are mixed in (a bank for several domains, or
+  // a merged bank tuned on its domains together). Training batches take the sets in turn, step
+  // i from set i mod (1 + size), so each set gets an equal share of the steps whatever its
+  // size. Reports and evaluations stay on data.domain; measure the others with kvtune eval.
+  std::vector<std::string> domain_mix;
   double held_out_fraction = 0.1;
   uint64_t split_salt = 0;
   int64_t seq_len = 128;    // tokens per training sequence
@@ -35,6 +40,10 @@ struct DomainBankConfig {
   // itself: a bank meant to be attached beside others (kvtune eval --banks, bank merge) must be
   // trained this way, since each run's trained query projection is its own.
   bool train_query = true;
+  // A bank file (kvtune bank export / merge, an earlier run's domain_<i>.h5) to start the new
+  // domain bank from instead of size / key_init / value_init: its keys and values train on.
+  // It must carry the base model's fingerprint and name the memory layer it starts.
+  std::string init;
   // Bank files (kvtune bank export / merge / an earlier run's domain_<i>.h5) attached frozen,
   // after the base bank and before the new domain bank, while the new bank trains and in the
   // before/after evaluations: a domain added to a model that already serves others learns in

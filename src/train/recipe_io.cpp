@@ -80,6 +80,7 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
 
   YamlReader data = top.child("data");
   r.data.general = read_string_list(data, "general", r.data.general);
+  r.data.domain_mix = read_string_list(data, "domain_mix", r.data.domain_mix);
   data.get("domain", r.data.domain)
       .get("held_out_fraction", r.data.held_out_fraction)
       .get("split_salt", r.data.split_salt)
@@ -96,6 +97,7 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("key_init", r.domain_bank.key_init)
       .get("value_init", r.domain_bank.value_init)
       .get("train_query", r.domain_bank.train_query)
+      .get("init", r.domain_bank.init)
       .get("index", index);
   bank.finish();
   r.domain_bank.index = resolve_index_config(index, configs_dir, where, bank.path("index"));
@@ -271,6 +273,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   YAML::Node data = n["data"];
   data["general"] = flow_list(r.data.general);
   data["domain"] = r.data.domain;
+  data["domain_mix"] = flow_list(r.data.domain_mix);
   data["held_out_fraction"] = yaml_double(r.data.held_out_fraction);
   data["split_salt"] = r.data.split_salt;
   data["seq_len"] = r.data.seq_len;
@@ -283,6 +286,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   bank["key_init"] = r.domain_bank.key_init;
   bank["value_init"] = r.domain_bank.value_init;
   bank["train_query"] = r.domain_bank.train_query;
+  bank["init"] = r.domain_bank.init;
   bank["index"] = to_yaml(r.domain_bank.index);
   bank["attach"] = flow_list(r.domain_bank.attach);
 

@@ -75,6 +75,8 @@ void check_data(const Recipe& r, const std::string& where) {
     check_corpus_available(d.general[i], where + ": key 'data.general'");
   }
   if (!d.domain.empty()) check_corpus_available(d.domain, where + ": key 'data.domain'");
+  for (const auto& name : d.domain_mix)
+    check_corpus_available(name, where + ": key 'data.domain_mix'");
 }
 
 void check_domain_bank(const Recipe& r, const std::string& where) {
@@ -94,6 +96,9 @@ void check_domain_bank(const Recipe& r, const std::string& where) {
   check_one_of(where, "domain_bank.key_init", b.key_init, {"kmeans", "random", "sample"});
   check_one_of(where, "domain_bank.value_init", b.value_init, {"zero", "random"});
   validate(b.index, where, "domain_bank.index");
+  KVT_CHECK(b.init.empty() || fs::is_regular_file(b.init), where, ": key 'domain_bank.init' names '",
+            b.init, "', which is not a file: give the path of a bank (.h5) written by kvtune, "
+            "relative to the directory kvtune runs in, or remove the key");
   for (const auto& path : b.attach)
     KVT_CHECK(fs::is_regular_file(path), where, ": key 'domain_bank.attach' names '", path,
               "', which is not a file: give the path of a bank (.h5) written by kvtune, relative "
@@ -164,6 +169,12 @@ void validate_recipe(const Recipe& r, const std::string& where) {
   validate(r.model_config, where + " (model '" + r.model + "')");
   check_data(r, where);
   if (r.mode == "finetune" && r.method == "memory") check_domain_bank(r, where);
+  KVT_CHECK(r.domain_bank.init.empty() || (r.mode == "finetune" && r.method == "memory"), where,
+            ": key 'domain_bank.init' needs mode finetune and method memory (this recipe has ",
+            r.mode, " / ", r.method, "): remove it");
+  KVT_CHECK(r.data.domain_mix.empty() || r.mode == "finetune", where,
+            ": key 'data.domain_mix' is for finetune recipes: list pretraining corpora in "
+            "data.general");
   KVT_CHECK(r.domain_bank.attach.empty() || (r.mode == "finetune" && r.method == "memory"), where,
             ": key 'domain_bank.attach' needs mode finetune and method memory (this recipe has ",
             r.mode, " / ", r.method, "): remove it, or evaluate with `kvtune eval --banks`");

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention/lazy_gumbel.h"
+#include "bank/bank_io.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/resources.h"
@@ -231,7 +232,9 @@ int64_t load_checkpoint(const std::string& path, TrainState& s, torch::optim::Ad
 }
 
 // The training loop shared by pretraining and fine-tuning.
-TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
+// Training batches: step i from train_sets[i mod size] (data.domain_mix).
+TrainOutcome train_loop(const Recipe& r, TrainState& s,
+                        const std::vector<const LmDataset*>& train_sets,
                         const std::string& out_dir, bool resume, const EvalSets& evals) {
   const auto& o = r.optim;
   const auto& t = r.train;
@@ -264,6 +267,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s, const LmDataset& data,
   int64_t step = outcome.first_step;
   for (; step < t.steps; ++step) {
     if (g_stop_after > 0 && step - outcome.first_step >= g_stop_after) break;
+    const LmDataset& data = *train_sets[static_cast<size_t>(step) % train_sets.size()];
     const auto batch = data.train_batch(t.batch_size, t.seed, step);
     set_attention_seed(s.model, stream_seed(t.seed, static_cast<uint64_t>(step)));
     dense_opt.zero_grad();
@@ -463,7 +467,8 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
   }
   attach_learned_scale(s, r);
   const double initial_scale = current_scale(s.model);
-  auto outcome = train_loop(r, s, *data.train, out_dir, resume, {{"general", data.held_out.get()}});
+  auto outcome =
+      train_loop(r, s, {data.train.get()}, out_dir, resume, {{"general", data.held_out.get()}});
   if (outcome.steps < r.train.steps) return outcome;
   for (auto& b : s.banks) b->set_trainable(false);
   ModelConfig config = r.model_config;
@@ -519,19 +524,37 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
 
   if (r.method == "memory") {
     auto layers = s.model->memory_layers();
+    const std::string& init = r.domain_bank.init;
+    KVT_CHECK(init.empty() || layers.size() == 1, "domain_bank.init: the model has ",
+              layers.size(), " memory layers; a bank file starts one: remove domain_bank.init");
     for (size_t i = 0; i < layers.size(); ++i) {
       auto& layer = layers[i];
       Bank bank = make_random_bank("domain_" + std::to_string(i), r.domain_bank.size,
                                    layer->options().key_dim, layer->options().value_dim,
                                    r.train.seed + 101 + i, /*trainable=*/true);
-      bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
-      if (r.domain_bank.value_init == "zero") bank.values.zero_();
+      if (!init.empty()) {
+        // domain_bank.init: the file's rows, checked against this model and layer, train on.
+        Bank from = read_bank(init);
+        check_bank_fits_model(s.model, from.meta, init);
+        KVT_CHECK(from.meta.memory_layer == static_cast<int64_t>(i), "domain_bank.init: '", init,
+                  "' is a bank of memory layer ", from.meta.memory_layer, ", not of layer ", i);
+        bank = make_random_bank("domain_" + std::to_string(i), from.keys.size(0),
+                                layer->options().key_dim, layer->options().value_dim,
+                                r.train.seed + 101 + i, /*trainable=*/true);
+        torch::NoGradGuard no_grad;
+        bank.keys.copy_(from.keys);
+        bank.values.copy_(from.values);
+      } else {
+        bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
+        if (r.domain_bank.value_init == "zero") bank.values.zero_();
+      }
       bank.meta.score_scale = layer->banks().front()->bank().meta.score_scale;
       bank.meta.model_fingerprint = fingerprint;
       bank.meta.memory_layer = static_cast<int64_t>(i);
       bank.meta.provenance =
           nlohmann::json{
-              {"recipe", r.name}, {"domain", r.data.domain}, {"key_init", r.domain_bank.key_init}}
+              {"recipe", r.name}, {"domain", r.data.domain}, {"domain_mix", r.data.domain_mix},
+              {"key_init", init.empty() ? r.domain_bank.key_init : "init: " + init}}
               .dump();
       auto indexed = std::make_shared<IndexedBank>(std::move(bank), r.domain_bank.index);
       indexed->set_trainable(true);
@@ -555,7 +578,15 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
 
   attach_learned_scale(s, r);
   const double initial_scale = current_scale(s.model);
-  out.train = train_loop(r, s, *domain.train, out_dir, resume,
+  std::vector<SplitData> mixed;  // data.domain_mix: training sides taken in turn
+  std::vector<const LmDataset*> train_sets = {domain.train.get()};
+  for (const auto& name : r.data.domain_mix) {
+    mixed.push_back(load_split({name}, r.data, tokenizer));
+    KVT_CHECK(mixed.back().train->num_tokens() > r.data.seq_len, "data.domain_mix: corpus '",
+              name, "' has too little training text for data.seq_len ", r.data.seq_len);
+    train_sets.push_back(mixed.back().train.get());
+  }
+  out.train = train_loop(r, s, train_sets, out_dir, resume,
                          {{"domain", domain.held_out.get()}, {"general", general.held_out.get()}});
   if (out.train.steps < r.train.steps) return out;
   const nlohmann::json after = measure(out.after);
@@ -598,6 +629,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       {"peak_memory_bytes", peak_rss_bytes()},
       {"sets", {{"domain", r.data.domain}, {"general", r.data.general}}},
       {"attached_banks", r.domain_bank.attach},
+      {"domain_mix", r.data.domain_mix},
+      {"bank_init", r.domain_bank.init},
       {"attention",
        {{"estimator", s.model->memory_layers().empty()
                           ? std::string()
