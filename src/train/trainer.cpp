@@ -544,6 +544,11 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
         torch::NoGradGuard no_grad;
         bank.keys.copy_(from.keys);
         bank.values.copy_(from.values);
+        // The slots keep their ids, usage and (merged banks) origins: a tuned merged bank still
+        // says where each slot came from.
+        bank.slot_ids = from.slot_ids.clone();
+        bank.usage = from.usage.clone();
+        bank.origin = from.origin;
       } else {
         bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
         if (r.domain_bank.value_init == "zero") bank.values.zero_();
