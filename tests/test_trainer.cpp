@@ -272,8 +272,8 @@ TEST_F(TrainerTest, BankOnlyTrainingLeavesEveryModelParameterUnchanged) {
   const auto out = dir_->file("ft-bank-only");
   const auto o = finetune(r, out, false);
   EXPECT_EQ(o.train.steps, 6);
-  const int64_t bank_rows = r.domain_bank.size * (r.model_config.memory.key_dim +
-                                                  r.model_config.memory.value_dim);
+  const int64_t bank_rows =
+      r.domain_bank.size * (r.model_config.memory.key_dim + r.model_config.memory.value_dim);
   EXPECT_EQ(o.train.trainable_parameters, bank_rows);
   const auto before = load_model(base() + "/model");
   const auto after = load_run_model(out + "/model");

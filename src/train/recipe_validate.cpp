@@ -96,8 +96,9 @@ void check_domain_bank(const Recipe& r, const std::string& where) {
   check_one_of(where, "domain_bank.key_init", b.key_init, {"kmeans", "random", "sample"});
   check_one_of(where, "domain_bank.value_init", b.value_init, {"zero", "random"});
   validate(b.index, where, "domain_bank.index");
-  KVT_CHECK(b.init.empty() || fs::is_regular_file(b.init), where, ": key 'domain_bank.init' names '",
-            b.init, "', which is not a file: give the path of a bank (.h5) written by kvtune, "
+  KVT_CHECK(b.init.empty() || fs::is_regular_file(b.init), where,
+            ": key 'domain_bank.init' names '", b.init,
+            "', which is not a file: give the path of a bank (.h5) written by kvtune, "
             "relative to the directory kvtune runs in, or remove the key");
   for (const auto& path : b.attach)
     KVT_CHECK(fs::is_regular_file(path), where, ": key 'domain_bank.attach' names '", path,

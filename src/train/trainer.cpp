@@ -234,8 +234,8 @@ int64_t load_checkpoint(const std::string& path, TrainState& s, torch::optim::Ad
 // The training loop shared by pretraining and fine-tuning.
 // Training batches: step i from train_sets[i mod size] (data.domain_mix).
 TrainOutcome train_loop(const Recipe& r, TrainState& s,
-                        const std::vector<const LmDataset*>& train_sets,
-                        const std::string& out_dir, bool resume, const EvalSets& evals) {
+                        const std::vector<const LmDataset*>& train_sets, const std::string& out_dir,
+                        bool resume, const EvalSets& evals) {
   const auto& o = r.optim;
   const auto& t = r.train;
   torch::optim::AdamW dense_opt(s.dense,
@@ -501,8 +501,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   const std::string fingerprint = model_fingerprint(s.model);
   // Banks of earlier domains, frozen, in place before anything is measured (recipe.h).
   std::vector<std::shared_ptr<IndexedBank>> attached;
-  for (const auto& path : r.domain_bank.attach)
-    attached.push_back(attach_bank_file(s.model, path));
+  for (const auto& path : r.domain_bank.attach) attached.push_back(attach_bank_file(s.model, path));
   configure_attention(s.model, r);
   s.token_bytes = token_byte_lengths(tokenizer);
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
@@ -525,8 +524,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   if (r.method == "memory") {
     auto layers = s.model->memory_layers();
     const std::string& init = r.domain_bank.init;
-    KVT_CHECK(init.empty() || layers.size() == 1, "domain_bank.init: the model has ",
-              layers.size(), " memory layers; a bank file starts one: remove domain_bank.init");
+    KVT_CHECK(init.empty() || layers.size() == 1, "domain_bank.init: the model has ", layers.size(),
+              " memory layers; a bank file starts one: remove domain_bank.init");
     for (size_t i = 0; i < layers.size(); ++i) {
       auto& layer = layers[i];
       Bank bank = make_random_bank("domain_" + std::to_string(i), r.domain_bank.size,
@@ -557,9 +556,10 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
       bank.meta.model_fingerprint = fingerprint;
       bank.meta.memory_layer = static_cast<int64_t>(i);
       bank.meta.provenance =
-          nlohmann::json{
-              {"recipe", r.name}, {"domain", r.data.domain}, {"domain_mix", r.data.domain_mix},
-              {"key_init", init.empty() ? r.domain_bank.key_init : "init: " + init}}
+          nlohmann::json{{"recipe", r.name},
+                         {"domain", r.data.domain},
+                         {"domain_mix", r.data.domain_mix},
+                         {"key_init", init.empty() ? r.domain_bank.key_init : "init: " + init}}
               .dump();
       auto indexed = std::make_shared<IndexedBank>(std::move(bank), r.domain_bank.index);
       indexed->set_trainable(true);
@@ -587,8 +587,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   std::vector<const LmDataset*> train_sets = {domain.train.get()};
   for (const auto& name : r.data.domain_mix) {
     mixed.push_back(load_split({name}, r.data, tokenizer));
-    KVT_CHECK(mixed.back().train->num_tokens() > r.data.seq_len, "data.domain_mix: corpus '",
-              name, "' has too little training text for data.seq_len ", r.data.seq_len);
+    KVT_CHECK(mixed.back().train->num_tokens() > r.data.seq_len, "data.domain_mix: corpus '", name,
+              "' has too little training text for data.seq_len ", r.data.seq_len);
     train_sets.push_back(mixed.back().train.get());
   }
   out.train = train_loop(r, s, train_sets, out_dir, resume,
