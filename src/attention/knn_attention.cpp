@@ -21,15 +21,46 @@ std::string own_backward(const std::string& estimator) {
   return "";
 }
 
-bool needs_gradient(const torch::Tensor& q_unit, const std::vector<BankView>& banks) {
+// The queries as unit rows [R, d_k], and the scale resolved into `resolved` (0: sqrt(d_k)). With
+// a learned scale c, resolved.scale = c and the rows carry dL/dc.
+torch::Tensor unit_queries(const torch::Tensor& queries, const torch::Tensor& learned_scale,
+                           KnnAttentionOptions& resolved) {
+  if (resolved.scale == 0.0) resolved.scale = std::sqrt(static_cast<double>(queries.size(-1)));
+  auto q_unit = torch::nn::functional::normalize(
+      queries.reshape({-1, queries.size(-1)}),
+      torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
+  if (learned_scale.defined()) {
+    KVT_CHECK(learned_scale.numel() == 1, "learned_scale must hold one value, got ",
+              learned_scale.numel());
+    const double c = learned_scale.detach().to(torch::kFloat64).item<double>();
+    KVT_CHECK(std::isfinite(c) && c > 0, "learned_scale must be finite and > 0, got ", c);
+    resolved.scale = c;
+    // Exactly q_unit in value (x / x is 1 in IEEE arithmetic); carries dL/dc.
+    q_unit = q_unit * (learned_scale.reshape({}).to(q_unit.scalar_type()) / c);
+  }
+  return q_unit;
+}
+
+// The result of R = prod(lead dims) rows reshaped to the queries' lead dims.
+KnnAttentionResult with_lead_dims(KnnAttentionResult r, const torch::Tensor& queries) {
+  const auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
+  auto shaped = [&](const torch::Tensor& t) {
+    auto s = lead;
+    s.push_back(t.size(-1));
+    return t.reshape(s);
+  };
+  return {shaped(r.output), shaped(r.ids), shaped(r.scores)};
+}
+
+}  // namespace
+
+bool needs_gradient(const torch::Tensor& queries, const std::vector<BankView>& banks) {
   if (!torch::GradMode::is_enabled()) return false;
-  if (q_unit.requires_grad()) return true;
+  if (queries.requires_grad()) return true;
   for (const auto& b : banks)
     if (b.keys.requires_grad() || b.values.requires_grad()) return true;
   return false;
 }
-
-}  // namespace
 
 const std::vector<std::string>& attention_backward_names() {
   static const std::vector<std::string> names = {"exact", "sampled", "dense"};
@@ -110,44 +141,14 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
     // The CUDA path checks its own inputs (float32 queries; float32 or bfloat16 banks).
     KVT_CHECK(queries.dim() >= 1, "queries must be a tensor [..., d_k]");
     KnnAttentionOptions resolved = options;
-    if (resolved.scale == 0.0) resolved.scale = std::sqrt(static_cast<double>(queries.size(-1)));
-    auto q_unit = torch::nn::functional::normalize(
-        queries.reshape({-1, queries.size(-1)}),
-        torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
-    if (learned_scale.defined()) {
-      const double c = learned_scale.detach().to(torch::kFloat64).item<double>();
-      KVT_CHECK(std::isfinite(c) && c > 0, "learned_scale must be finite and > 0, got ", c);
-      resolved.scale = c;
-      q_unit = q_unit * (learned_scale.reshape({}).to(q_unit.scalar_type()) / c);
-    }
-    auto r = cuda::knn_attention_cuda(q_unit, banks, resolved);
-    auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
-    auto shaped = [&](const torch::Tensor& t) {
-      auto s = lead;
-      s.push_back(t.size(-1));
-      return t.reshape(s);
-    };
-    return {shaped(r.output), shaped(r.ids), shaped(r.scores)};
+    const auto q_unit = unit_queries(queries, learned_scale, resolved);
+    return with_lead_dims(cuda::knn_attention_cuda(q_unit, banks, resolved), queries);
   }
 #endif
   check_attention_inputs(queries, banks, options);
   const auto estimator = make_estimator(options.estimator);
   KnnAttentionOptions resolved = options;
-  if (resolved.scale == 0.0) resolved.scale = std::sqrt(static_cast<double>(queries.size(-1)));
-
-  const auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
-  const auto flat = queries.reshape({-1, queries.size(-1)});
-  auto q_unit = torch::nn::functional::normalize(
-      flat, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(1e-12));
-  if (learned_scale.defined()) {
-    KVT_CHECK(learned_scale.numel() == 1, "learned_scale must hold one value, got ",
-              learned_scale.numel());
-    const double c = learned_scale.detach().to(torch::kFloat64).item<double>();
-    KVT_CHECK(std::isfinite(c) && c > 0, "learned_scale must be finite and > 0, got ", c);
-    resolved.scale = c;
-    // Exactly q_unit in value (x / x is 1 in IEEE arithmetic); carries dL/dc.
-    q_unit = q_unit * (learned_scale.reshape({}).to(q_unit.scalar_type()) / c);
-  }
+  const auto q_unit = unit_queries(queries, learned_scale, resolved);
   KnnAttentionResult r;
   if (!needs_gradient(q_unit, banks) || own_backward(resolved.estimator) == resolved.backward) {
     r = estimator->forward(q_unit, banks, resolved);
@@ -167,16 +168,7 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
       r.output = r.output + (g.output - g.output.detach());
     }
   }
-
-  auto with_last = [&](int64_t last) {
-    auto s = lead;
-    s.push_back(last);
-    return s;
-  };
-  r.output = r.output.reshape(with_last(r.output.size(-1)));
-  r.ids = r.ids.reshape(with_last(r.ids.size(-1)));
-  r.scores = r.scores.reshape(with_last(r.scores.size(-1)));
-  return r;
+  return with_lead_dims(std::move(r), queries);
 }
 
 }  // namespace kvtune

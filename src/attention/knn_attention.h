@@ -75,4 +75,8 @@ void check_attention_inputs(const torch::Tensor& queries, const std::vector<Bank
 // Global id of row 0 of each bank: {0, N0, N0+N1, ...}.
 std::vector<int64_t> bank_offsets(const std::vector<BankView>& banks);
 
+// Whether a call would record a gradient: grad mode is on and the queries or a bank's keys or
+// values require one.
+bool needs_gradient(const torch::Tensor& queries, const std::vector<BankView>& banks);
+
 }  // namespace kvtune

@@ -7,22 +7,11 @@
 #include "kernels/knn_attention_cpu.h"
 
 namespace kvtune::impl {
-namespace {
-
-bool needs_backward(const torch::Tensor& q_unit, const std::vector<BankView>& banks) {
-  if (!torch::GradMode::is_enabled()) return false;
-  if (q_unit.requires_grad()) return true;
-  for (const auto& b : banks)
-    if (b.keys.requires_grad() || b.values.requires_grad()) return true;
-  return false;
-}
-
-}  // namespace
 
 KnnAttentionResult sampled_forward(const std::string& name, const torch::Tensor& q_unit,
                                    const std::vector<BankView>& banks,
                                    const KnnAttentionOptions& options, const SampledRowFn& fn) {
-  KVT_CHECK(!needs_backward(q_unit, banks), "estimator '", name,
+  KVT_CHECK(!needs_gradient(q_unit, banks), "estimator '", name,
             "' has no autograd of its own: call it through knn_attention, which attaches the "
             "backward options.backward names (exact, sampled or dense)");
   const auto q = q_unit.detach().contiguous();
