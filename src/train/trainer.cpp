@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -502,6 +503,18 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   // Banks of earlier domains, frozen, in place before anything is measured (recipe.h).
   std::vector<std::shared_ptr<IndexedBank>> attached;
   for (const auto& path : r.domain_bank.attach) attached.push_back(attach_bank_file(s.model, path));
+  // domain_bank.init: the bank the new domain bank starts from, checked before any work.
+  std::optional<Bank> init_bank;
+  if (!r.domain_bank.init.empty()) {
+    const std::string& init = r.domain_bank.init;
+    const auto layers = s.model->memory_layers();
+    KVT_CHECK(layers.size() == 1, "domain_bank.init: the model has ", layers.size(),
+              " memory layers; a bank file starts one: remove domain_bank.init");
+    init_bank = read_bank(init);
+    check_bank_fits_model(s.model, init_bank->meta, init);
+    KVT_CHECK(init_bank->meta.memory_layer == 0, "domain_bank.init: '", init,
+              "' is a bank of memory layer ", init_bank->meta.memory_layer, ", not of layer 0");
+  }
   configure_attention(s.model, r);
   s.token_bytes = token_byte_lengths(tokenizer);
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
@@ -524,31 +537,20 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   if (r.method == "memory") {
     auto layers = s.model->memory_layers();
     const std::string& init = r.domain_bank.init;
-    KVT_CHECK(init.empty() || layers.size() == 1, "domain_bank.init: the model has ", layers.size(),
-              " memory layers; a bank file starts one: remove domain_bank.init");
     for (size_t i = 0; i < layers.size(); ++i) {
       auto& layer = layers[i];
-      Bank bank = make_random_bank("domain_" + std::to_string(i), r.domain_bank.size,
-                                   layer->options().key_dim, layer->options().value_dim,
-                                   r.train.seed + 101 + i, /*trainable=*/true);
-      if (!init.empty()) {
-        // domain_bank.init: the file's rows, checked against this model and layer, train on.
-        Bank from = read_bank(init);
-        check_bank_fits_model(s.model, from.meta, init);
-        KVT_CHECK(from.meta.memory_layer == static_cast<int64_t>(i), "domain_bank.init: '", init,
-                  "' is a bank of memory layer ", from.meta.memory_layer, ", not of layer ", i);
-        bank = make_random_bank("domain_" + std::to_string(i), from.keys.size(0),
-                                layer->options().key_dim, layer->options().value_dim,
-                                r.train.seed + 101 + i, /*trainable=*/true);
-        torch::NoGradGuard no_grad;
-        bank.keys.copy_(from.keys);
-        bank.values.copy_(from.values);
-        // The slots keep their ids, usage and (merged banks) origins: a tuned merged bank still
-        // says where each slot came from.
-        bank.slot_ids = from.slot_ids.clone();
-        bank.usage = from.usage.clone();
-        bank.origin = from.origin;
+      const std::string name = "domain_" + std::to_string(i);
+      Bank bank;
+      if (init_bank) {
+        // The file's rows train on; slot ids, usage and (merged banks) origins are kept, so a
+        // tuned merged bank still says where each slot came from.
+        bank = std::move(*init_bank);
+        bank.meta.name = name;
+        bank.meta.trainable = true;
       } else {
+        bank = make_random_bank(name, r.domain_bank.size, layer->options().key_dim,
+                                layer->options().value_dim, r.train.seed + 101 + i,
+                                /*trainable=*/true);
         bank.keys = domain_keys(r, s.model, layer, *domain.train, r.train.seed + i);
         if (r.domain_bank.value_init == "zero") bank.values.zero_();
       }
