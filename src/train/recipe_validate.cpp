@@ -79,6 +79,13 @@ void check_data(const Recipe& r, const std::string& where) {
     check_corpus_available(name, where + ": key 'data.domain_mix'");
 }
 
+// A bank file a recipe names (its content is checked against the model when the run starts).
+void check_bank_file(const std::string& where, const std::string& key, const std::string& path) {
+  KVT_CHECK(fs::is_regular_file(path), where, ": key '", key, "' names '", path,
+            "', which is not a file: give the path of a bank (.h5) written by kvtune, relative to "
+            "the directory kvtune runs in");
+}
+
 void check_domain_bank(const Recipe& r, const std::string& where) {
   const DomainBankConfig& b = r.domain_bank;
   const MemoryConfig& m = r.model_config.memory;
@@ -96,14 +103,8 @@ void check_domain_bank(const Recipe& r, const std::string& where) {
   check_one_of(where, "domain_bank.key_init", b.key_init, {"kmeans", "random", "sample"});
   check_one_of(where, "domain_bank.value_init", b.value_init, {"zero", "random"});
   validate(b.index, where, "domain_bank.index");
-  KVT_CHECK(b.init.empty() || fs::is_regular_file(b.init), where,
-            ": key 'domain_bank.init' names '", b.init,
-            "', which is not a file: give the path of a bank (.h5) written by kvtune, "
-            "relative to the directory kvtune runs in, or remove the key");
-  for (const auto& path : b.attach)
-    KVT_CHECK(fs::is_regular_file(path), where, ": key 'domain_bank.attach' names '", path,
-              "', which is not a file: give the path of a bank (.h5) written by kvtune, relative "
-              "to the directory kvtune runs in");
+  if (!b.init.empty()) check_bank_file(where, "domain_bank.init", b.init);
+  for (const auto& path : b.attach) check_bank_file(where, "domain_bank.attach", path);
 }
 
 void check_optim_and_train(const Recipe& r, const std::string& where) {
