@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "common/check.h"
+#include "data/corpus.h"
 #include "test_util.h"
-#include "train/corpus.h"
 #include "train/recipe_io.h"
 
 namespace kvtune::test {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <set>
 
+#include "data/corpus.h"
 #include "data/elements.h"
 #include "data/split.h"
 #include "eval/compare.h"
@@ -16,7 +17,6 @@
 #include "model_test_util.h"
 #include "recipe_test_util.h"
 #include "test_util.h"
-#include "train/corpus.h"
 #include "train/lm_metrics.h"
 #include "train/trainer.h"
 
@@ -214,42 +214,99 @@ nlohmann::json fake_report(const std::string& method, double d_before, double d_
 
 TEST(EvalCompare, GainsAndForgettingInPointsWithTargetsChecked) {
   std::vector<MethodRun> runs = {
-      {"memory", "m", fake_report("memory", 0.30, 0.39, 0.45, 0.44, false), {}},
-      {"full", "f", fake_report("full", 0.30, 0.40, 0.45, 0.39, false), {}},
-      {"lora", "l", fake_report("lora", 0.30, 0.35, 0.45, 0.42, false), {}}};
+      {"memory", "m", fake_report("memory", 0.30, 0.39, 0.45, 0.44, false), {}, {}},
+      {"full", "f", fake_report("full", 0.30, 0.40, 0.45, 0.39, false), {}, {}},
+      {"lora", "l", fake_report("lora", 0.30, 0.35, 0.45, 0.42, false), {}, {}}};
   const auto c = compare_runs(runs);
   EXPECT_EQ(c["domain_metric"], "token_accuracy");
   EXPECT_NEAR(c["methods"]["memory"]["domain_gain"].get<double>(), 9.0, 1e-9);
   EXPECT_NEAR(c["methods"]["memory"]["general_forgetting"].get<double>(), 1.0, 1e-9);
   EXPECT_NEAR(c["methods"]["full"]["general_forgetting"].get<double>(), 6.0, 1e-9);
-  EXPECT_NEAR(c["targets"]["memory_gain_fraction_of_full"].get<double>(), 0.9, 1e-9);
-  EXPECT_TRUE(c["targets"]["gain_met"].get<bool>());
-  EXPECT_NEAR(c["targets"]["forgetting_cap"].get<double>(), 1.0, 1e-9);  // min(6, 3) / 3
-  EXPECT_TRUE(c["targets"]["forgetting_met"].get<bool>());
+  // Against full: cap = 6 / 3 = 2 points; memory has 9 / 10 of full's gain at 1 point.
+  const auto& full = c["targets"]["against_full"];
+  EXPECT_NEAR(full["forgetting_cap"].get<double>(), 2.0, 1e-9);
+  EXPECT_NEAR(full["best_gain_fraction_under_cap"].get<double>(), 0.9, 1e-9);
+  EXPECT_TRUE(full["met"].get<bool>());
+  // Against LoRA: its one point (forgetting 3, gain 5) is dominated by memory's (1, 9).
+  EXPECT_TRUE(c["targets"]["against_lora"]["met"].get<bool>());
+  EXPECT_NEAR(c["budget"].get<double>(), 2.0, 1e-9);
+  EXPECT_EQ(c["best_under_budget"]["memory"]["run"], "m");
+  EXPECT_TRUE(c["best_under_budget"]["lora"].is_null());  // forgets 3 > 2
   for (const char* key : {"domain_gain", "general_forgetting", "trainable_parameters",
                           "wall_seconds", "peak_memory_bytes"}) {
     EXPECT_TRUE(c["methods"]["lora"].contains(key)) << key;
   }
   const auto md = compare_markdown(c);
   EXPECT_THAT(md, HasSubstr("| memory | 30.00% → 39.00% | +9.00 |"));
-  EXPECT_THAT(md, HasSubstr("target 80%: met"));
+  EXPECT_THAT(md, HasSubstr("best 90% of full's gain (memory): met"));
 
-  // Forgetting above the cap is reported as not met.
-  runs[0].report = fake_report("memory", 0.30, 0.39, 0.45, 0.43, false);
-  EXPECT_FALSE(compare_runs(runs)["targets"]["forgetting_met"].get<bool>());
+  // Forgetting above the cap: not met; LoRA's point (3, 5) is still dominated by (2.5, 9).
+  runs[0].report = fake_report("memory", 0.30, 0.39, 0.45, 0.425, false);
+  const auto above = compare_runs(runs);
+  EXPECT_FALSE(above["targets"]["against_full"]["met"].get<bool>());
+  EXPECT_TRUE(above["targets"]["against_full"]["point"].is_null());
+  EXPECT_TRUE(above["targets"]["against_lora"]["met"].get<bool>());
+  // A LoRA point that forgets less than every memory point is not covered.
+  runs.push_back(
+      {"lora", "l2", fake_report("lora", 0.30, 0.31, 0.45, 0.449, false), {}, {"optim.lr=1e-4"}});
+  const auto swept = compare_runs(runs);
+  EXPECT_FALSE(swept["targets"]["against_lora"]["met"].get<bool>());
+  EXPECT_EQ(swept["targets"]["against_lora"]["uncovered_lora_points"].size(), 1u);
+  EXPECT_EQ(swept["points"].size(), 4u);
+  EXPECT_EQ(swept["methods"]["lora"]["run"], "l");  // the shipped setting stays the headline
+  EXPECT_THAT(compare_markdown(swept), HasSubstr("| lora | optim.lr=1e-4 | 100 | +1.00 | 0.10 |"));
+  runs.pop_back();
   // Facts: the domain metric is exact match.
   std::vector<MethodRun> facts = {
-      {"memory", "m", fake_report("memory", 0.0, 0.92, 0.45, 0.44, true), {}}};
+      {"memory", "m", fake_report("memory", 0.0, 0.92, 0.45, 0.44, true), {}, {}}};
   const auto cf = compare_runs(facts);
   EXPECT_EQ(cf["domain_metric"], "exact_match");
   EXPECT_NEAR(cf["methods"]["memory"]["domain_gain"].get<double>(), 92.0, 1e-9);
   EXPECT_NEAR(cf["methods"]["memory"]["domain_token_accuracy_gain"].get<double>(), 20.0, 1e-9);
-  // Runs of different budgets are not compared.
+  // Methods at their shipped settings on different budgets are not compared.
   runs[1].report["steps"] = 50;
-  EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("one recipe and budget"));
+  EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("one budget"));
+  runs[1].report["recipe"] = "other";
+  EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("one recipe"));
+  runs[1].report["recipe"] = "r";
   runs[1].report.erase("wall_seconds");
   runs[1].report["steps"] = 100;
   EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("lacks a field"));
+}
+
+TEST(EvalCompare, SweepsParseIntoAGridPerMethod) {
+  const auto lr = parse_sweep("optim.bank_lr=1e-2,3e-2");
+  EXPECT_EQ(lr.method, "");
+  EXPECT_EQ(lr.key, "optim.bank_lr");
+  EXPECT_THAT(lr.values, ::testing::ElementsAre("1e-2", "3e-2"));
+  const auto t = parse_sweep("sparse:sparse.top_t=100,500,2000");
+  EXPECT_EQ(t.method, "sparse");
+  const auto grid = sweep_settings({lr, t}, "sparse");
+  ASSERT_EQ(grid.size(), 6u);
+  EXPECT_THAT(grid[0], ::testing::ElementsAre("optim.bank_lr=1e-2", "sparse.top_t=100"));
+  EXPECT_THAT(grid[5], ::testing::ElementsAre("optim.bank_lr=3e-2", "sparse.top_t=2000"));
+  EXPECT_EQ(sweep_settings({lr, t}, "full").size(), 2u);  // top_t is sparse's only
+  EXPECT_EQ(sweep_settings({}, "full").size(), 1u);
+  EXPECT_TRUE(sweep_settings({}, "full")[0].empty());
+  EXPECT_EQ(setting_name({"optim.lr=1e-3", "data.general=[wn]"}),
+            "optim.lr=1e-3,data.general=_wn_");
+}
+
+TEST(EvalCompare, MalformedSweepsAreRefusedWithTheExpectedForm) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"optim.lr", "has no '='"},          {"=1,2", "empty key"},
+      {"optim.lr=", "empty value"},        {"optim.lr=1,,2", "empty value"},
+      {"optim.lr=1,2,1", "twice"},         {"nosuch:optim.lr=1", "unknown method 'nosuch'"},
+      {"method=memory,full", "--methods"}, {"optim lr=1", "space"}};
+  for (const auto& [text, expected] : bad) {
+    const std::string msg = test::error_of([&] { parse_sweep(text); });
+    EXPECT_THAT(msg, HasSubstr(expected)) << text;
+  }
+  EXPECT_THAT(test::error_of([&] { parse_sweep("optim.lr"); }),
+              HasSubstr("expected [METHOD:]KEY=V1,V2"));
+  const auto a = parse_sweep("optim.lr=1");
+  const auto b = parse_sweep("full:optim.lr=2");
+  EXPECT_THAT(test::error_of([&] { sweep_settings({a, b}, "full"); }), HasSubstr("swept twice"));
 }
 
 TEST(EvalCompare, WritesTheTablesThePlotsRead) {
@@ -263,8 +320,8 @@ TEST(EvalCompare, WritesTheTablesThePlotsRead) {
          {"eval",
           {{"domain", {{"token_accuracy", 0.35}}}, {"general", {{"token_accuracy", 0.44}}}}}}}}};
   write_comparison(dir.file("c"), runs, compare_runs(runs));
-  for (const char* f :
-       {"compare.json", "compare.md", "bars.tsv", "curve_memory.tsv", "eval_memory.tsv"}) {
+  for (const char* f : {"compare.json", "compare.md", "bars.tsv", "curve_memory.tsv",
+                        "eval_memory.tsv", "frontier_memory.tsv"}) {
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("c/") + f))) << f;
   }
   std::ifstream evals(dir.file("c/eval_memory.tsv"));

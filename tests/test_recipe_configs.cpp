@@ -8,10 +8,10 @@
 #include <filesystem>
 #include <set>
 
+#include "data/corpus.h"
 #include "data/dictd_reader.h"
 #include "index/index_config_yaml.h"
 #include "recipe_test_util.h"
-#include "train/corpus.h"
 #include "train/recipe_io.h"
 
 namespace kvtune::test {

@@ -10,13 +10,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attention/lazy_gumbel.h"
 #include "bank/bank_io.h"
 #include "bank/bank_merge.h"
 #include "common/check.h"
+#include "model/byte_tokenizer.h"
 #include "model/model_io.h"
 #include "model_test_util.h"
 #include "test_util.h"
+#include "train/learned_scale.h"
 #include "train/run_model.h"
+#include "train/train_loop.h"
 #include "train/trainer.h"
 
 namespace kvtune {
@@ -176,6 +180,45 @@ TEST_F(TrainerTest, LearnedScaleIsTrainedReportedAndSaved) {
   const int64_t query = m.d_model * m.memory.heads * m.memory.key_dim;
   const int64_t bank = r.domain_bank.size * (m.memory.key_dim + m.memory.value_dim);
   EXPECT_EQ(o.train.trainable_parameters, query + bank + 1);  // + log c
+}
+
+// The learned scale's optimizer group has no weight decay: the first Adam step moves log c by
+// exactly -lr * sign(g), where g is the gradient autograd gives on the same batch. AdamW's
+// default weight decay (1e-2) would add -lr * 1e-2 * log c, about 5e-4 here.
+TEST(TrainLoop, LearnedScaleStepsAgainstItsGradientWithoutWeightDecay) {
+  test::TempDir dir;
+  auto r = micro_recipe("finetune");
+  r.attention.learn_scale = true;
+  r.optim.bank_lr = 0.05;
+  r.optim.warmup_steps = 1;
+  r.train.steps = 1;
+  TrainState s;
+  s.model = test::make_model(test::micro_config(), 11);
+  for (auto& p : s.model->parameters()) p.set_requires_grad(false);
+  {
+    // Larger values than the init's 0.02, so that the scale has a clear gradient.
+    torch::NoGradGuard no_grad;
+    s.model->memory_layers()[0]->banks()[0]->mutable_bank().values.mul_(50);
+  }
+  s.token_bytes = token_byte_lengths(ByteTokenizer());
+  configure_attention(s.model, r);
+  attach_learned_scale(s, r);
+  std::vector<std::vector<int64_t>> docs;
+  torch::manual_seed(3);
+  for (int d = 0; d < 20; ++d) {
+    const auto t = torch::randint(3, 259, {40}, torch::kLong);
+    docs.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+  }
+  const LmDataset data(docs, r.data.seq_len);
+  const auto batch = data.train_batch(r.train.batch_size, r.train.seed, 0);
+  set_attention_seed(s.model, stream_seed(r.train.seed, 0));
+  const auto g = torch::autograd::grad({lm_loss(s.model, batch)}, {s.log_scale})[0].item<double>();
+  ASSERT_GT(std::abs(g), 1e-4);
+  const double before = s.log_scale.item<double>();
+  train_loop(r, s, {&data}, dir.file(""), /*resume=*/false, {});
+  const double step = s.log_scale.item<double>() - before;
+  // Adam's first step: -lr * m_hat / (sqrt(v_hat) + eps) with m_hat = g, v_hat = g^2.
+  EXPECT_NEAR(step, -0.05 * g / (std::abs(g) + 1e-8), 1e-6) << "gradient " << g;
 }
 
 TEST_F(TrainerTest, AttentionKAboveTheBaseBankIsRefused) {

@@ -7,10 +7,10 @@
 
 #include "attention/knn_attention.h"
 #include "common/check.h"
+#include "data/text_data.h"
 #include "model/memory_layer.h"
 #include "study.h"
 #include "train/run_model.h"
-#include "train/text_data.h"
 
 namespace kvtune::study {
 namespace {

@@ -26,7 +26,12 @@ struct BankMeta {
   // attaches to; "" and -1 for a bank made without a model (`kvtune bank create`).
   std::string model_fingerprint;
   int64_t memory_layer = -1;
+  // "" for a bank; kBankKindPatch for a patch: new rows for some slots of the base bank of
+  // (model_fingerprint, memory_layer), its slot ids those slots' ids (method sparse, bank export).
+  std::string kind;
 };
+
+inline constexpr const char* kBankKindPatch = "patch";
 
 // A bank that slots came from (`kvtune bank merge`): the file as it was named and its name.
 struct SourceBank {

@@ -243,6 +243,9 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
   m.memory_layer = read_int_attr(f, path, "memory_layer").value_or(-1);
   KVT_CHECK(m.memory_layer >= -1, path, ": attribute memory_layer is ", m.memory_layer,
             ", expected a layer index >= 0 (or -1: none)");
+  m.kind = read_string_attr(f, path, "kind").value_or("");
+  KVT_CHECK(m.kind.empty() || m.kind == kBankKindPatch, path, ": attribute kind is '", m.kind,
+            "', expected none (a bank) or '", kBankKindPatch, "' (a patch of a base bank)");
   bank.origin = read_origin(f, path);
   return bank;
 }
@@ -304,6 +307,7 @@ void write_bank(const std::string& path, const Bank& bank) {
     write_scalar_attr(f, "memory_layer", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
                       &m.memory_layer);
     write_string_attr(f, "kvtune_version", KVTUNE_VERSION);
+    if (!m.kind.empty()) write_string_attr(f, "kind", m.kind);
 
     detail::write_dataset(f, "keys", host(bank.keys));
     detail::write_dataset(f, "values", host(bank.values));

@@ -7,6 +7,7 @@
 #include "bank/bank_compact.h"
 #include "bank/bank_io.h"
 #include "bank/bank_merge.h"
+#include "bank/bank_patch.h"
 #include "bank/indexed_bank.h"
 #include "cli/commands.h"
 #include "common/check.h"
@@ -51,7 +52,26 @@ void save_with_index(Bank bank, const std::string& factory, const std::string& o
   IndexedBank(std::move(bank), config).save(out);
 }
 
+// A sparse run's patch (patch_<layer>.h5) as a standalone file: no index (it is applied to the
+// base bank's rows, searched by the base bank's index).
+void export_patch(const ExportArgs& a) {
+  const auto path = (fs::path(a.model) / patch_bank_file(a.layer)).string();
+  KVT_CHECK(fs::exists(path), a.model, " has no ", patch_bank_file(a.layer),
+            ": it is not the model of a run fine-tuned with method sparse (--which domain for "
+            "method memory, base for the model's own bank)");
+  const Bank patch = read_bank(path);
+  auto loaded = load_model(a.model);
+  check_bank_fits_model(loaded.model, patch.meta, path);
+  KVT_CHECK(patch.meta.kind == kBankKindPatch && patch.meta.memory_layer == a.layer, path,
+            ": not the patch of memory layer ", a.layer, ": the file was renamed or copied");
+  write_bank(a.out, patch);
+  std::cout << "wrote " << a.out << " (patch '" << patch.meta.name << "', " << patch.size()
+            << " changed slots of the base bank of memory layer " << patch.meta.memory_layer
+            << ", model " << patch.meta.model_fingerprint << ")\n";
+}
+
 void run_export(const ExportArgs& a) {
+  if (a.which == "patch") return export_patch(a);
   auto loaded = load_model(a.model);
   bool stamped = false;
   auto bank = load_run_bank(loaded, a.model, a.layer, a.which, &stamped);
@@ -93,9 +113,35 @@ void run_export(const ExportArgs& a) {
             << meta.index_factory << ")\n";
 }
 
+// Patches of one base bank merged into one patch (bank/bank_patch.h: a slot that several
+// changed takes the mean of their rows).
+void merge_patch_files(const MergeArgs& a, std::vector<MergeInput> inputs) {
+  std::vector<std::pair<std::string, Bank>> patches;
+  for (auto& in : inputs) patches.emplace_back(in.file, std::move(in.bank));
+  PatchMergeReport report;
+  const Bank merged =
+      merge_patches(patches, a.name.empty() ? fs::path(a.out).stem().string() : a.name, &report);
+  write_bank(a.out, merged);
+  if (a.json) {
+    auto j = to_json(report);
+    j["out"] = a.out;
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::cout << "merged " << report.patches << " patches into " << report.slots_out
+            << " changed slots (" << report.conflicting_slots
+            << " changed by several: mean of their rows)\nwrote " << a.out << "\n";
+}
+
 void run_merge(const MergeArgs& a) {
   std::vector<MergeInput> inputs;
   for (const auto& path : a.banks) inputs.push_back({path, read_bank(path)});
+  size_t patches = 0;
+  for (const auto& in : inputs) patches += in.bank.meta.kind == kBankKindPatch ? 1 : 0;
+  KVT_CHECK(patches == 0 || patches == inputs.size(), "merge: ", patches, " of the ", inputs.size(),
+            " inputs are patches (method sparse) and the others banks: merge "
+            "patches with patches and banks with banks");
+  if (patches > 0) return merge_patch_files(a, std::move(inputs));
   MergeOptions options;
   options.dedup_cosine = a.no_dedup ? 0.0 : a.dedup_cosine;
   options.name = a.name.empty() ? fs::path(a.out).stem().string() : a.name;
@@ -163,8 +209,10 @@ void add_export(CLI::App& bank) {
   c->add_option("--out", a->out, "Output bank file (.h5); the index goes beside it (.faiss)")
       ->required();
   c->add_option("--layer", a->layer, "Memory layer")->check(CLI::NonNegativeNumber);
-  c->add_option("--which", a->which, "domain (the fine-tuned bank, default) or base")
-      ->check(CLI::IsMember({"domain", "base"}));
+  c->add_option("--which", a->which,
+                "domain (method memory's bank, default), patch (method sparse's changed base "
+                "slots) or base")
+      ->check(CLI::IsMember({"domain", "patch", "base"}));
   c->add_option("--count-usage", a->count_usage,
                 "Replace the usage counts by the retrievals the model makes reading the training "
                 "side of this set (corpus name or path; repeatable)");

@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "common/check.h"
 #include "eval/compare.h"
+#include "model/model_config_yaml.h"
 #include "train/recipe_io.h"
 
 extern char** environ;
@@ -26,10 +27,17 @@ namespace fs = std::filesystem;
 
 struct CompareArgs {
   std::string recipe, out, configs;
-  std::vector<std::string> sets, methods;
+  std::vector<std::string> sets, methods, sweeps;
+  double budget = -1;
   bool rerun = false;
   bool plots = true;
 };
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
 
 std::string resolved_text(const Recipe& r) {
   return YAML::Dump(recipe_to_yaml(r));
@@ -70,21 +78,65 @@ void run_compare(const CompareArgs& a) {
   const std::string out =
       a.out.empty() ? (fs::path("runs") / ("compare-" + recipe.name)).string() : a.out;
   std::vector<std::string> methods = a.methods.empty() ? compared_methods() : a.methods;
+  std::vector<SweepAxis> axes;
+  for (const auto& text : a.sweeps) axes.push_back(parse_sweep(text));
+  for (const auto& axis : axes) {
+    KVT_CHECK(axis.method.empty() ||
+                  std::find(methods.begin(), methods.end(), axis.method) != methods.end(),
+              "--sweep ", axis.method, ":", axis.key, ": method ", axis.method,
+              " is not among the methods compared (--methods)");
+  }
   for (const auto& m : methods) {
     KVT_CHECK(std::find(compared_methods().begin(), compared_methods().end(), m) !=
                   compared_methods().end(),
-              "--methods: unknown method '", m, "': choose from memory, full, lora");
+              "--methods: unknown method '", m, "': choose from ", join(compared_methods()));
   }
+  // Every point's recipe is read and validated before any run starts: a bad sweep key or value
+  // fails here, naming the --sweep.
+  struct Point {
+    std::string method, dir;
+    std::vector<std::string> setting, sets;
+    Recipe expected;
+  };
+  std::vector<Point> plan;
+  for (const auto& method : methods) {
+    for (const auto& setting : sweep_settings(axes, method)) {
+      Point p;
+      p.method = method;
+      p.setting = setting;
+      p.dir = (fs::path(out) / (setting.empty() ? method : method + "@" + setting_name(setting)))
+                  .string();
+      p.sets = a.sets;
+      p.sets.push_back("method=" + method);
+      for (const auto& s : setting) p.sets.push_back(s);
+      try {
+        p.expected = load_recipe(a.recipe, p.sets, configs);
+        Recipe checked = p.expected;
+        const auto base_config = fs::path(checked.base) / "model" / "config.yaml";
+        if (fs::is_regular_file(base_config))
+          checked.model_config = load_model_config(base_config.string());
+        validate_recipe(checked, a.recipe);
+      } catch (const Error& e) {
+        std::string set;
+        for (const auto& s : setting) set += (set.empty() ? "" : " ") + s;
+        KVT_THROW("compare: method ", method, (set.empty() ? "" : " with --sweep setting "), set,
+                  ": ", e.what());
+      }
+      plan.push_back(std::move(p));
+    }
+  }
+  KVT_CHECK(plan.size() <= 256, "compare: the sweep makes ", plan.size(),
+            " runs; at most 256 are allowed: sweep fewer values");
   // The running binary itself, even if a rebuild has replaced the file since it started.
   const std::string self = "/proc/self/exe";
   std::vector<MethodRun> runs;
-  for (const auto& method : methods) {
-    const std::string dir = (fs::path(out) / method).string();
-    std::vector<std::string> sets = a.sets;
-    sets.push_back("method=" + method);
-    Recipe expected = load_recipe(a.recipe, sets, configs);
-    if (!a.rerun && finished_run_of(dir, expected, configs)) {
-      std::printf("compare: %s: collecting the finished run in %s\n", method.c_str(), dir.c_str());
+  for (const auto& p : plan) {
+    const std::string& dir = p.dir;
+    const std::string label = setting_name(p.setting).empty()
+                                  ? p.method
+                                  : p.method + " (" + setting_name(p.setting) + ")";
+    if (!a.rerun && finished_run_of(dir, p.expected, configs)) {
+      std::printf("compare: %s: collecting the finished run in %s\n", label.c_str(), dir.c_str());
     } else {
       if (fs::exists(dir)) {
         KVT_CHECK(a.rerun || !fs::exists(fs::path(dir) / "report.json"), dir,
@@ -93,23 +145,23 @@ void run_compare(const CompareArgs& a) {
       }
       std::vector<std::string> args = {self, "finetune",  a.recipe, "--out",
                                        dir,  "--configs", configs};
-      for (const auto& s : sets) {
+      for (const auto& s : p.sets) {
         args.push_back("--set");
         args.push_back(s);
       }
       // An unfinished run of the same recipe continues from its checkpoint.
       if (!a.rerun) args.push_back("--resume");
-      std::printf("compare: %s: running", method.c_str());
+      std::printf("compare: %s: running", label.c_str());
       for (size_t i = 1; i < args.size(); ++i) std::printf(" %s", args[i].c_str());
       std::printf("\n");
       std::fflush(stdout);
       const int rc = run_child(args);
-      KVT_CHECK(rc == 0, "compare: `kvtune finetune` for method ", method, " failed (exit ", rc,
+      KVT_CHECK(rc == 0, "compare: `kvtune finetune` for ", label, " failed (exit ", rc,
                 "); its output is above");
     }
-    runs.push_back(read_method_run(method, dir));
+    runs.push_back(read_method_run(p.method, dir, p.setting));
   }
-  const auto comparison = compare_runs(runs);
+  const auto comparison = compare_runs(runs, a.budget);
   write_comparison(out, runs, comparison);
   std::cout << compare_markdown(comparison);
   std::printf("\nwrote %s/compare.json, compare.md and the .tsv tables\n", out.c_str());
@@ -141,6 +193,13 @@ void add_compare_commands(CLI::App& app) {
   c->add_option("--configs", a->configs, "Folder of model and index configs");
   c->add_option("--methods", a->methods, "Methods, comma-separated (default: memory,full,lora)")
       ->delimiter(',');
+  c->add_option("--sweep", a->sweeps,
+                "[METHOD:]KEY=V1,V2,...: run each method (or only METHOD) at every value of a "
+                "recipe key; several --sweep make a grid (repeatable)");
+  c->add_option("--budget", a->budget,
+                "Forgetting budget in points for each method's best point (default: a third of "
+                "full's forgetting)")
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--rerun", a->rerun, "Run every method again, replacing finished runs");
   c->add_flag("!--no-plots", a->plots, "Do not draw the PNG plots");
   c->callback([a] { run_compare(*a); });

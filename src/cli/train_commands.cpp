@@ -4,8 +4,12 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "data/corpus.h"
+#include "data/text_data.h"
 #include "eval/evaluate.h"
 #include "model/model_config_yaml.h"
+#include "model/model_io.h"
+#include "train/background_counts.h"
 #include "train/recipe_io.h"
 #include "train/trainer.h"
 
@@ -53,6 +57,44 @@ CLI::App* add_run_command(CLI::App& app, const std::string& name, const std::str
   return c;
 }
 
+struct BackgroundArgs {
+  std::string model, out;
+  std::vector<std::string> data;
+  int64_t batches = 100, batch_size = 16, seq_len = 0;
+  uint64_t seed = 1;
+};
+
+// kvtune background: the background access counts of method sparse for an existing model
+// folder (what pretraining writes with train.background_batches).
+void run_background(const BackgroundArgs& a) {
+  auto loaded = load_model(a.model);
+  DataConfig data;
+  if (const auto recipe = run_recipe(a.model)) data = recipe->data;
+  if (!a.data.empty()) data.general = a.data;
+  if (a.seq_len > 0) data.seq_len = a.seq_len;
+  KVT_CHECK(data.seq_len <= loaded.config.max_seq_len, "--seq-len ", data.seq_len,
+            " is longer than the model's max_seq_len ", loaded.config.max_seq_len,
+            ": give --seq-len ", loaded.config.max_seq_len, " or less");
+  for (const auto& name : data.general) check_corpus_available(name, "--data");
+  KVT_CHECK(!loaded.model->memory_layers().empty(), a.model,
+            ": the model has no memory layer: background counts are of base-bank slots");
+  const auto split = load_split(data.general, data, *loaded.tokenizer);
+  const auto counts =
+      count_background(loaded.model, *split.train, a.batches, a.batch_size, a.seed + 0x5eed);
+  const std::string out = a.out.empty() ? (fs::path(a.model) / kBackgroundFile).string() : a.out;
+  write_background(out, counts);
+  std::printf("counted base-bank retrievals over %lld batches of",
+              static_cast<long long>(a.batches));
+  for (const auto& n : data.general) std::printf(" %s", n.c_str());
+  std::printf(" (training side):");
+  for (size_t i = 0; i < counts.df.size(); ++i) {
+    const auto seen = (counts.df[i] > 0).sum().item<int64_t>();
+    std::printf(" layer %zu: %lld of %lld slots retrieved;", i, static_cast<long long>(seen),
+                static_cast<long long>(counts.df[i].size(0)));
+  }
+  std::printf("\nwrote %s\n", out.c_str());
+}
+
 }  // namespace
 
 std::string default_configs_dir(const std::string& recipe) {
@@ -62,6 +104,25 @@ std::string default_configs_dir(const std::string& recipe) {
 }
 
 void add_train_commands(CLI::App& app) {
+  auto bg = std::make_shared<BackgroundArgs>();
+  auto* b =
+      app.add_subcommand("background",
+                         "Count how often a model retrieves each base-bank slot on general text "
+                         "(background counts of method sparse)");
+  b->add_option("--model", bg->model, "Model folder (runs/NAME/model)")->required();
+  b->add_option("--data", bg->data,
+                "General corpus (name or .txt/.jsonl path; repeatable; default: the run's "
+                "data.general, else wn)");
+  b->add_option("--batches", bg->batches, "Background batches (default 100)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  b->add_option("--batch-size", bg->batch_size, "Sequences per batch (default 16)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  b->add_option("--seq-len", bg->seq_len, "Tokens per sequence (default: the run's recipe)")
+      ->check(CLI::PositiveNumber);
+  b->add_option("--seed", bg->seed, "Seed of the batches (default 1)");
+  b->add_option("--out", bg->out, "Output file (default: MODEL/background.h5)");
+  b->callback([bg] { run_background(*bg); });
+
   auto pre = std::make_shared<RunArgs>();
   add_run_command(app, "pretrain", "Pretrain a base model and its base banks on general text", pre)
       ->callback([pre] {

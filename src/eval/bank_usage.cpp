@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "common/check.h"
-#include "train/corpus.h"
-#include "train/text_data.h"
+#include "data/corpus.h"
+#include "data/text_data.h"
 
 namespace kvtune {
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "data/data_config.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
-#include "train/recipe.h"
 
 namespace kvtune {
 

@@ -3,9 +3,9 @@
 #include <memory>
 
 #include "common/check.h"
+#include "data/corpus.h"
+#include "data/text_data.h"
 #include "eval/facts.h"
-#include "train/corpus.h"
-#include "train/text_data.h"
 
 namespace kvtune {
 

@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/data_config.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
-#include "train/recipe.h"
 
 namespace kvtune {
 

@@ -14,6 +14,16 @@ MemoryLayerImpl::MemoryLayerImpl(MemoryLayerOptions options) : options_(std::mov
                        .bias(false)));
   output = register_module(
       "output", torch::nn::Linear(options_.heads * options_.value_dim, options_.d_model));
+  if (options_.query_norm == "layernorm") {
+    query_layer_norm = register_module(
+        "query_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({options_.key_dim})));
+  } else if (options_.query_norm == "batchnorm") {
+    query_batch_norm =
+        register_module("query_norm", torch::nn::BatchNorm1d(options_.heads * options_.key_dim));
+  } else {
+    KVT_CHECK(options_.query_norm == "none", "memory layer: query_norm '", options_.query_norm,
+              "' is unknown: choose none, layernorm or batchnorm");
+  }
 }
 
 void MemoryLayerImpl::attach(std::shared_ptr<IndexedBank> bank) {
@@ -34,7 +44,20 @@ torch::Tensor MemoryLayerImpl::forward(const torch::Tensor& x) {
   auto q_shape = lead;
   q_shape.push_back(options_.heads);
   q_shape.push_back(options_.key_dim);
-  const auto q = query->forward(x).reshape(q_shape);
+  auto projected = query->forward(x);
+  if (query_batch_norm) {
+    // Running statistics move only while the norm itself trains: a frozen memory layer (method
+    // memory, sparse, lora) keeps its buffers byte for byte.
+    const auto& bn = query_batch_norm;
+    const bool update_stats = is_training() && bn->weight.requires_grad();
+    const auto flat = projected.reshape({-1, options_.heads * options_.key_dim});
+    projected = torch::batch_norm(flat, bn->weight, bn->bias, bn->running_mean, bn->running_var,
+                                  update_stats, bn->options.momentum().value_or(0.1),
+                                  bn->options.eps(), /*cudnn_enabled=*/false)
+                    .reshape(projected.sizes());
+  }
+  auto q = projected.reshape(q_shape);
+  if (query_layer_norm) q = query_layer_norm->forward(q);
   if (capture_queries_) {
     const auto d = q.detach();
     last_queries_ = d / d.norm(2, -1, true).clamp_min(1e-12);

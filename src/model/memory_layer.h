@@ -20,6 +20,11 @@ struct MemoryLayerOptions {
   int64_t value_dim = 64;
   KnnAttentionOptions attention;
   bool track_usage = false;  // count retrievals into each bank's usage
+  // Before the search, on the projected queries: "none"; "layernorm": LayerNorm over each head's
+  // key_dim (learned gain and bias); "batchnorm": BatchNorm over every position of the batch,
+  // per query feature (heads * key_dim; running statistics in eval mode), as product-key
+  // memory does to spread queries over more slots.
+  std::string query_norm = "none";
 };
 
 class MemoryLayerImpl : public torch::nn::Module {
@@ -52,6 +57,8 @@ class MemoryLayerImpl : public torch::nn::Module {
 
   torch::nn::Linear query{nullptr};   // d_model -> heads * key_dim (no bias, as the seed)
   torch::nn::Linear output{nullptr};  // heads * value_dim -> d_model
+  torch::nn::LayerNorm query_layer_norm{nullptr};    // query_norm "layernorm"
+  torch::nn::BatchNorm1d query_batch_norm{nullptr};  // query_norm "batchnorm"
 
  private:
   MemoryLayerOptions options_;

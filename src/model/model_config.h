@@ -16,6 +16,9 @@ struct MemoryConfig {
   int64_t value_dim = 32;
   int64_t base_bank_size = 4096;  // slots of the frozen base bank made at pretraining
   bool learned_keys = false;      // pretraining trains base keys too (default: random, frozen)
+  // Normalization of the projected queries before the search (memory_layer.h): "none",
+  // "layernorm" (per head, over key_dim) or "batchnorm" (over positions, per query feature).
+  std::string query_norm = "none";
   KnnAttentionOptions attention;  // estimator, k, scale (0 = sqrt(key_dim))
   IndexConfig index;              // base bank index
 };

@@ -21,6 +21,7 @@ void read_memory(YamlReader r, MemoryConfig& memory) {
       .get("value_dim", memory.value_dim)
       .get("base_bank_size", memory.base_bank_size)
       .get("learned_keys", memory.learned_keys)
+      .get("query_norm", memory.query_norm)
       .get("estimator", memory.attention.estimator)
       .get("k", memory.attention.k)
       .get("scale", memory.attention.scale);
@@ -74,6 +75,9 @@ YAML::Node to_yaml(const ModelConfig& config) {
   memory["value_dim"] = mc.value_dim;
   memory["base_bank_size"] = mc.base_bank_size;
   memory["learned_keys"] = mc.learned_keys;
+  // Written only when set, so that the YAML (hence the fingerprint) of models without it stays
+  // what it was.
+  if (mc.query_norm != "none") memory["query_norm"] = mc.query_norm;
   memory["estimator"] = mc.attention.estimator;
   memory["k"] = mc.attention.k;
   memory["scale"] = mc.attention.scale;
@@ -147,6 +151,10 @@ void validate(const ModelConfig& c, const std::string& where) {
   KVT_CHECK(std::isfinite(c.memory.attention.scale) && c.memory.attention.scale >= 0.0, where,
             ": memory.scale must be finite and >= 0 (0 means sqrt(key_dim)), got ",
             c.memory.attention.scale);
+  KVT_CHECK(c.memory.query_norm == "none" || c.memory.query_norm == "layernorm" ||
+                c.memory.query_norm == "batchnorm",
+            where, ": memory.query_norm is '", c.memory.query_norm,
+            "': choose one of none, layernorm, batchnorm");
   validate(c.memory.index, where, "memory.index");
 }
 

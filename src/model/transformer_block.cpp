@@ -65,6 +65,7 @@ TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, bool has_m
     options.heads = config.memory.heads;
     options.key_dim = config.memory.key_dim;
     options.value_dim = config.memory.value_dim;
+    options.query_norm = config.memory.query_norm;
     options.attention = config.memory.attention;
     memory = register_module("memory", MemoryLayer(options));
   }

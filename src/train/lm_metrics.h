@@ -8,8 +8,8 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "data/lm_dataset.h"
 #include "model/tokenizer.h"
-#include "train/lm_dataset.h"
 
 namespace kvtune {
 

@@ -6,25 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "data/data_config.h"
 #include "model/model_config.h"
 
 namespace kvtune {
-
-struct DataConfig {
-  // Corpus names: dictd dictionaries by name ("wn", "gcide", "foldoc", "jargon"), the
-  // built-in "elements-facts" (statements from dict-elements), or paths to .txt / .jsonl.
-  std::vector<std::string> general = {"wn"};
-  std::string domain;  // empty for pretraining
-  // Finetune: more domains whose training splits are mixed in (a bank for several domains, or
-  // a merged bank tuned on its domains together). Training batches take the sets in turn, step
-  // i from set i mod (1 + size), so each set gets an equal share of the steps whatever its
-  // size. Reports and evaluations stay on data.domain; measure the others with kvtune eval.
-  std::vector<std::string> domain_mix;
-  double held_out_fraction = 0.1;
-  uint64_t split_salt = 0;
-  int64_t seq_len = 128;    // tokens per training sequence
-  int64_t max_entries = 0;  // cap per corpus (0 = all); keeps CPU runs short
-};
 
 struct DomainBankConfig {
   int64_t size = 1024;
@@ -55,6 +40,14 @@ struct DomainBankConfig {
 struct LoraConfig {
   int64_t rank = 8;
   double alpha = 16.0;
+};
+
+// Method sparse (docs/training.md): the base bank's own slots train, the top_t of each step by
+// TF-IDF against the base model's background counts (background.h5), at optim.bank_lr.
+struct SparseConfig {
+  int64_t top_t = 500;            // slots trained per step and memory layer
+  std::string train = "values";   // "values" | "values+keys"
+  std::string optimizer = "sgd";  // row optimizer: "sgd" | "adam" (row_optimizer.h)
 };
 
 struct OptimConfig {
@@ -89,12 +82,15 @@ struct TrainConfig {
   int64_t eval_batches = 20;   // held-out batches per evaluation (0 = whole set)
   int threads = 0;             // 0 = all cores
   std::string device = "cpu";  // "cpu" | "cuda"
+  // Pretraining: background access counts of the base banks (method sparse) over this many
+  // training batches of the finished model, saved as model/background.h5; 0 = none.
+  int64_t background_batches = 0;
 };
 
 struct Recipe {
   std::string name;
   std::string mode = "finetune";   // "pretrain" | "finetune"
-  std::string method = "memory";   // "memory" | "full" | "lora"  (finetune only)
+  std::string method = "memory";   // method_names(): memory | sparse | full | lora (finetune)
   std::string base;                // finetune: the pretrained run folder
   std::string model = "tiny";      // pretrain: a name in configs/models/ or a YAML path
   ModelConfig model_config;        // resolved from `model`, then `model_overrides`
@@ -103,6 +99,7 @@ struct Recipe {
   DataConfig data;
   DomainBankConfig domain_bank;
   LoraConfig lora;
+  SparseConfig sparse;
   OptimConfig optim;
   TrainConfig train;
 };

@@ -12,6 +12,7 @@
 #include "common/yaml_reader.h"
 #include "index/index_config_yaml.h"
 #include "model/model_config_yaml.h"
+#include "train/method.h"
 
 namespace kvtune {
 namespace fs = std::filesystem;
@@ -106,6 +107,12 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
   lora.get("rank", r.lora.rank).get("alpha", r.lora.alpha);
   lora.finish();
 
+  YamlReader sparse = top.child("sparse");
+  sparse.get("top_t", r.sparse.top_t)
+      .get("train", r.sparse.train)
+      .get("optimizer", r.sparse.optimizer);
+  sparse.finish();
+
   YamlReader optim = top.child("optim");
   optim.get("lr", r.optim.lr)
       .get("bank_lr", r.optim.bank_lr)
@@ -123,7 +130,8 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("log_every", r.train.log_every)
       .get("eval_batches", r.train.eval_batches)
       .get("threads", r.train.threads)
-      .get("device", r.train.device);
+      .get("device", r.train.device)
+      .get("background_batches", r.train.background_batches);
   train.finish();
   top.finish();
 
@@ -293,6 +301,10 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   n["lora"]["rank"] = r.lora.rank;
   n["lora"]["alpha"] = yaml_double(r.lora.alpha);
 
+  n["sparse"]["top_t"] = r.sparse.top_t;
+  n["sparse"]["train"] = r.sparse.train;
+  n["sparse"]["optimizer"] = r.sparse.optimizer;
+
   YAML::Node optim = n["optim"];
   optim["lr"] = yaml_double(r.optim.lr);
   optim["bank_lr"] = yaml_double(r.optim.bank_lr);
@@ -310,6 +322,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   train["eval_batches"] = r.train.eval_batches;
   train["threads"] = r.train.threads;
   train["device"] = r.train.device;
+  train["background_batches"] = r.train.background_batches;
   return n;
 }
 
@@ -329,8 +342,7 @@ const std::vector<std::string>& recipe_modes() {
 }
 
 const std::vector<std::string>& recipe_methods() {
-  static const std::vector<std::string> names = {"memory", "full", "lora"};
-  return names;
+  return method_names();
 }
 
 const std::vector<std::string>& backward_modes() {

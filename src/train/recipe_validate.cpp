@@ -7,9 +7,11 @@
 
 #include "attention/estimator.h"
 #include "common/check.h"
+#include "data/corpus.h"
 #include "index/index_config_yaml.h"
 #include "model/model_config_yaml.h"
-#include "train/corpus.h"
+#include "train/impl/recipe_checks.h"
+#include "train/method.h"
 #include "train/recipe_io.h"
 
 namespace kvtune {
@@ -17,29 +19,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string join(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
-
-void check_one_of(const std::string& where, const std::string& key, const std::string& value,
-                  const std::vector<std::string>& names) {
-  KVT_CHECK(std::find(names.begin(), names.end(), value) != names.end(), where, ": key '", key,
-            "' is '", value, "', expected one of: ", join(names));
-}
-
-template <typename T>
-void check_positive(const std::string& where, const std::string& key, T value) {
-  KVT_CHECK(value > 0, where, ": key '", key, "' must be > 0, got ", value);
-}
-
-template <typename T>
-void check_non_negative(const std::string& where, const std::string& key, T value,
-                        const char* zero_means) {
-  KVT_CHECK(value >= 0, where, ": key '", key, "' must be >= 0 (0 = ", zero_means, "), got ",
-            value);
-}
+using impl::check_non_negative;
+using impl::check_one_of;
+using impl::check_positive;
 
 // What finetune loads from a pretrained run folder (the trainer's load_model(base/model)).
 constexpr const char* kBaseModelConfig = "model/config.yaml";
@@ -79,38 +61,10 @@ void check_data(const Recipe& r, const std::string& where) {
     check_corpus_available(name, where + ": key 'data.domain_mix'");
 }
 
-// A bank file a recipe names (its content is checked against the model when the run starts).
-void check_bank_file(const std::string& where, const std::string& key, const std::string& path) {
-  KVT_CHECK(fs::is_regular_file(path), where, ": key '", key, "' names '", path,
-            "', which is not a file: give the path of a bank (.h5) written by kvtune, relative to "
-            "the directory kvtune runs in");
-}
-
-void check_domain_bank(const Recipe& r, const std::string& where) {
-  const DomainBankConfig& b = r.domain_bank;
-  const MemoryConfig& m = r.model_config.memory;
-  check_positive(where, "domain_bank.size", b.size);
-  KVT_CHECK(b.size >= m.attention.k, where, ": key 'domain_bank.size' is ", b.size,
-            ", fewer slots than the model's memory.k = ", m.attention.k,
-            " keys retrieved per query: use at least ", m.attention.k, " slots");
-  KVT_CHECK(b.key_dim == 0 || b.key_dim == m.key_dim, where, ": key 'domain_bank.key_dim' is ",
-            b.key_dim, " but model '", r.model_config.name, "' has memory.key_dim ", m.key_dim,
-            ": remove domain_bank.key_dim (it defaults to the model's) or set it to ", m.key_dim);
-  KVT_CHECK(
-      b.value_dim == 0 || b.value_dim == m.value_dim, where, ": key 'domain_bank.value_dim' is ",
-      b.value_dim, " but model '", r.model_config.name, "' has memory.value_dim ", m.value_dim,
-      ": remove domain_bank.value_dim (it defaults to the model's) or set it to ", m.value_dim);
-  check_one_of(where, "domain_bank.key_init", b.key_init, {"kmeans", "random", "sample"});
-  check_one_of(where, "domain_bank.value_init", b.value_init, {"zero", "random"});
-  validate(b.index, where, "domain_bank.index");
-  if (!b.init.empty()) check_bank_file(where, "domain_bank.init", b.init);
-  for (const auto& path : b.attach) check_bank_file(where, "domain_bank.attach", path);
-}
-
 void check_optim_and_train(const Recipe& r, const std::string& where) {
   const OptimConfig& o = r.optim;
   check_positive(where, "optim.lr", o.lr);
-  if (r.mode == "finetune" && r.method == "memory")
+  if (r.mode == "finetune" && make_method(r.method)->trains_bank_rows())
     check_positive(where, "optim.bank_lr", o.bank_lr);
   check_non_negative(where, "optim.weight_decay", o.weight_decay, "none");
   check_non_negative(where, "optim.grad_clip", o.grad_clip, "no clipping");
@@ -170,7 +124,7 @@ void validate_recipe(const Recipe& r, const std::string& where) {
   }
   validate(r.model_config, where + " (model '" + r.model + "')");
   check_data(r, where);
-  if (r.mode == "finetune" && r.method == "memory") check_domain_bank(r, where);
+  if (r.mode == "finetune") make_method(r.method)->validate(r, where);
   KVT_CHECK(r.domain_bank.init.empty() || (r.mode == "finetune" && r.method == "memory"), where,
             ": key 'domain_bank.init' needs mode finetune and method memory (this recipe has ",
             r.mode, " / ", r.method, "): remove it");
@@ -180,10 +134,6 @@ void validate_recipe(const Recipe& r, const std::string& where) {
   KVT_CHECK(r.domain_bank.attach.empty() || (r.mode == "finetune" && r.method == "memory"), where,
             ": key 'domain_bank.attach' needs mode finetune and method memory (this recipe has ",
             r.mode, " / ", r.method, "): remove it, or evaluate with `kvtune eval --banks`");
-  if (r.mode == "finetune" && r.method == "lora") {
-    KVT_CHECK(r.lora.rank >= 1, where, ": key 'lora.rank' must be >= 1, got ", r.lora.rank);
-    check_positive(where, "lora.alpha", r.lora.alpha);
-  }
   check_optim_and_train(r, where);
 }
 

@@ -2,12 +2,18 @@
 
 #include <filesystem>
 
+#include "bank/bank_io.h"
+#include "bank/bank_patch.h"
 #include "common/check.h"
 
 namespace kvtune {
 
 std::string domain_bank_file(int64_t memory_layer) {
   return "domain_" + std::to_string(memory_layer) + ".h5";
+}
+
+std::string patch_bank_file(int64_t memory_layer) {
+  return "patch_" + std::to_string(memory_layer) + ".h5";
 }
 
 void check_bank_fits_model(const TransformerLM& model, const BankMeta& meta,
@@ -26,12 +32,25 @@ void check_bank_fits_model(const TransformerLM& model, const BankMeta& meta,
             layers.size(), " memory layer(s)");
 }
 
+namespace {
+
+// The patch's rows into the base bank of its layer (fingerprint already checked).
+std::shared_ptr<IndexedBank> apply_patch(TransformerLM& model, const Bank& patch,
+                                         const std::string& path) {
+  auto base = model->memory_layers()[patch.meta.memory_layer]->banks().front();
+  if (apply_patch_rows(base->mutable_bank(), patch, path)) base->rebuild_index();
+  return base;
+}
+
+}  // namespace
+
 std::shared_ptr<IndexedBank> attach_bank_file(TransformerLM& model, const std::string& path) {
   auto bank = IndexedBank::load(path, IndexConfig{});
   const auto& meta = bank->bank().meta;
   check_bank_fits_model(model, meta, path);
   auto layers = model->memory_layers();
   bank->set_trainable(false);
+  if (meta.kind == kBankKindPatch) return apply_patch(model, bank->bank(), path);
   layers[meta.memory_layer]->attach(bank);
   return bank;
 }
@@ -78,6 +97,19 @@ std::shared_ptr<IndexedBank> load_run_bank(const LoadedModel& loaded, const std:
 LoadedModel load_run_model(const std::string& model_dir) {
   LoadedModel loaded = load_model(model_dir);
   const int64_t n = static_cast<int64_t>(loaded.model->memory_layers().size());
+  // Patches first: they were made against the folder's own base banks (fingerprint checked).
+  std::vector<std::pair<std::string, Bank>> patches;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto path = (std::filesystem::path(model_dir) / patch_bank_file(i)).string();
+    if (!std::filesystem::exists(path)) continue;
+    const Bank patch = read_bank(path);
+    KVT_CHECK(patch.meta.kind == kBankKindPatch && patch.meta.memory_layer == i, path,
+              ": not the patch of memory layer ", i,
+              ": the file was renamed or copied from another run");
+    check_bank_fits_model(loaded.model, patch.meta, path);
+    patches.emplace_back(path, patch);
+  }
+  for (const auto& [path, patch] : patches) apply_patch(loaded.model, patch, path);
   for (int64_t i = 0; i < n; ++i) {
     const auto path = (std::filesystem::path(model_dir) / domain_bank_file(i)).string();
     if (!std::filesystem::exists(path)) continue;

@@ -5,9 +5,8 @@
 namespace kvtune {
 
 SparseRowAdam::SparseRowAdam(std::vector<torch::Tensor> params, SparseRowAdamOptions options)
-    : params_(std::move(params)), options_(options) {
+    : RowOptimizer(std::move(params)), options_(options) {
   for (const auto& p : params_) {
-    KVT_CHECK(p.dim() == 2, "sparse row Adam takes [N, d] bank tensors");
     m_.push_back(torch::zeros_like(p, torch::MemoryFormat::Contiguous).set_requires_grad(false));
     v_.push_back(torch::zeros_like(p, torch::MemoryFormat::Contiguous).set_requires_grad(false));
     steps_.push_back(torch::zeros({p.size(0)}, torch::kInt64));
@@ -19,20 +18,13 @@ std::vector<torch::Tensor> SparseRowAdam::step() {
   std::vector<torch::Tensor> touched(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i];
-    const auto& grad = p.grad();
-    if (!grad.defined()) {
+    const RowGradient rg = row_gradient(p);
+    if (!rg.rows.defined()) {
       touched[i] = torch::empty({0}, torch::kInt64);
       continue;
     }
-    torch::Tensor rows, g;
-    if (grad.is_sparse()) {
-      const auto c = grad.coalesce();
-      rows = c.indices()[0];
-      g = c.values();
-    } else {
-      rows = torch::nonzero(grad.abs().sum(1)).reshape({-1});
-      g = grad.index_select(0, rows);
-    }
+    const torch::Tensor& rows = rg.rows;
+    const torch::Tensor& g = rg.grad;
     touched[i] = rows;
     if (rows.numel() == 0) continue;
     const auto t = steps_[i].index_select(0, rows) + 1;
@@ -48,10 +40,6 @@ std::vector<torch::Tensor> SparseRowAdam::step() {
     p.index_add_(0, rows, -update);
   }
   return touched;
-}
-
-void SparseRowAdam::zero_grad() {
-  for (auto& p : params_) p.mutable_grad() = torch::Tensor();
 }
 
 std::vector<torch::Tensor> SparseRowAdam::state() const {

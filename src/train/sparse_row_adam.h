@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "train/row_optimizer.h"
+
 namespace kvtune {
 
 struct SparseRowAdamOptions {
@@ -16,24 +18,22 @@ struct SparseRowAdamOptions {
   double eps = 1e-8;
 };
 
-class SparseRowAdam {
+class SparseRowAdam : public RowOptimizer {
  public:
   // Each parameter is a [N, d] bank tensor whose .grad() is sparse COO over rows (dense grads
   // are accepted too: their non-zero rows count as touched).
   SparseRowAdam(std::vector<torch::Tensor> params, SparseRowAdamOptions options);
 
   // Updates the touched rows; returns, per parameter, the rows it touched (int64 [U]).
-  std::vector<torch::Tensor> step();
-  void zero_grad();
-  void set_lr(double lr) { options_.lr = lr; }
+  std::vector<torch::Tensor> step() override;
+  void set_lr(double lr) override { options_.lr = lr; }
   const SparseRowAdamOptions& options() const { return options_; }
 
   // State for checkpoints: m, v, steps of every parameter, in order.
-  std::vector<torch::Tensor> state() const;
-  void load_state(const std::vector<torch::Tensor>& state);
+  std::vector<torch::Tensor> state() const override;
+  void load_state(const std::vector<torch::Tensor>& state) override;
 
  private:
-  std::vector<torch::Tensor> params_;
   std::vector<torch::Tensor> m_, v_, steps_;
   SparseRowAdamOptions options_;
 };

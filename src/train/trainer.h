@@ -1,7 +1,9 @@
 // Pretraining and fine-tuning runs: what `kvtune pretrain` and `kvtune finetune` execute.
-// A run writes into its output folder: model/ (model folder, domain banks beside it),
-// checkpoint.pt (atomic, every train.checkpoint_every steps; --resume continues from it),
-// metrics.jsonl, recipe.yaml (the resolved recipe) and, for fine-tuning, report.json.
+// A run writes into its output folder: model/ (model folder, and what the method saves beside
+// it), checkpoint.pt (atomic, every train.checkpoint_every steps; --resume continues from it),
+// metrics.jsonl, recipe.yaml (the resolved recipe) and, for fine-tuning, report.json/.md.
+// The pieces: train_loop.h (loop, evaluations), checkpoint.h, lr_schedule.h, learned_scale.h,
+// method.h (what each method trains and saves), domain_bank_init.h, run_report.h.
 #pragma once
 
 #include <functional>
@@ -13,17 +15,10 @@
 #include "model/transformer.h"
 #include "train/lm_metrics.h"
 #include "train/recipe.h"
+#include "train/run_report.h"
+#include "train/train_loop.h"
 
 namespace kvtune {
-
-struct TrainOutcome {
-  int64_t first_step = 0;  // > 0 when resumed
-  int64_t steps = 0;
-  double seconds = 0;
-  double tokens_per_second = 0;
-  double final_loss = 0;
-  int64_t trainable_parameters = 0;
-};
 
 struct EvalPair {
   LmMetrics domain;
@@ -47,11 +42,5 @@ TrainOutcome pretrain(const Recipe& recipe, const std::string& out_dir, bool res
 // Writes report.json and report.md (the same, as a table) into out_dir when training completes.
 FinetuneOutcome finetune(const Recipe& recipe, const std::string& out_dir, bool resume,
                          const DomainMetricsFn& domain_metrics = {});
-
-// report.json rendered as Markdown: a table of every metric, before, after and change.
-std::string report_markdown(const nlohmann::json& report);
-
-// Stops a run after `steps` optimizer steps as if interrupted (tests of --resume); 0 = off.
-void set_stop_after_for_testing(int64_t steps);
 
 }  // namespace kvtune

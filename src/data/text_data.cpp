@@ -1,7 +1,7 @@
-#include "train/text_data.h"
+#include "data/text_data.h"
 
+#include "data/corpus.h"
 #include "data/split.h"
-#include "train/corpus.h"
 
 namespace kvtune {
 

@@ -1,4 +1,4 @@
-#include "train/lm_dataset.h"
+#include "data/lm_dataset.h"
 
 #include <random>
 

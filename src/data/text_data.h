@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "data/data_config.h"
+#include "data/lm_dataset.h"
 #include "data/text_entry.h"
 #include "model/tokenizer.h"
-#include "train/lm_dataset.h"
-#include "train/recipe.h"
 
 namespace kvtune {
 

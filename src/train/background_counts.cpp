@@ -1,0 +1,105 @@
+#include "train/background_counts.h"
+
+#include <filesystem>
+
+#include "bank/tensor_file.h"
+#include "common/check.h"
+
+namespace kvtune {
+
+namespace {
+
+BackgroundCounts empty_counts(TransformerLM& model) {
+  BackgroundCounts c;
+  for (const auto& layer : model->memory_layers()) {
+    KVT_CHECK(!layer->banks().empty(), "background counts: a memory layer has no base bank");
+    const int64_t n = layer->banks().front()->size();
+    c.df.push_back(torch::zeros({n}, torch::kInt64));
+    c.count.push_back(torch::zeros({n}, torch::kInt64));
+  }
+  return c;
+}
+
+}  // namespace
+
+void add_background_batch(BackgroundCounts& counts, TransformerLM& model) {
+  const auto layers = model->memory_layers();
+  KVT_CHECK(counts.df.size() == layers.size(), "background counts: ", counts.df.size(),
+            " layers counted but the model has ", layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int64_t n = counts.df[i].size(0);
+    const auto ids = layers[i]->last_ids().reshape({-1});
+    // Global ids: the base bank is the first attached, ids [0, n); later banks and -1 are not.
+    const auto in_base = ids.masked_select((ids >= 0) & (ids < n));
+    const auto c = torch::bincount(in_base, {}, n);
+    counts.count[i] += c;
+    counts.df[i] += (c > 0).to(torch::kInt64);
+  }
+  ++counts.batches;
+}
+
+BackgroundCounts count_background(TransformerLM& model, const LmDataset& data, int64_t batches,
+                                  int64_t batch_size, uint64_t seed) {
+  KVT_CHECK(batches > 0, "background counts need at least one batch, got ", batches);
+  KVT_CHECK(data.num_tokens() > data.seq_len(), "background counts: the corpus has ",
+            data.num_tokens(), " tokens, too few for one sequence of ", data.seq_len());
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  BackgroundCounts counts = empty_counts(model);
+  for (int64_t b = 0; b < batches; ++b) {
+    const auto batch = data.train_batch(batch_size, seed, b);
+    model->forward(batch.narrow(1, 0, batch.size(1) - 1));
+    add_background_batch(counts, model);
+  }
+  if (was_training) model->train();
+  return counts;
+}
+
+void write_background(const std::string& path, const BackgroundCounts& counts) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors = {
+      {"batches", torch::tensor({counts.batches}, torch::kInt64)}};
+  for (size_t i = 0; i < counts.df.size(); ++i) {
+    tensors.emplace_back("df_" + std::to_string(i), counts.df[i].contiguous());
+    tensors.emplace_back("count_" + std::to_string(i), counts.count[i].contiguous());
+  }
+  write_tensors(path, tensors);
+}
+
+BackgroundCounts read_background(const std::string& path, const TransformerLM& model) {
+  KVT_CHECK(std::filesystem::is_regular_file(path), path,
+            " not found: method sparse ranks slots by background access counts; compute them "
+            "with `kvtune background --model DIR` (pretraining writes them)");
+  BackgroundCounts c;
+  const auto batches = read_tensor(path, "batches");
+  KVT_CHECK(batches.scalar_type() == torch::kInt64 && batches.numel() == 1, path,
+            ": /batches must hold one int64, got ", batches.numel(), " values of ",
+            batches.scalar_type());
+  c.batches = batches.item<int64_t>();
+  KVT_CHECK(c.batches > 0, path, ": /batches is ", c.batches,
+            ", expected > 0: compute the "
+            "counts again with `kvtune background --model DIR`");
+  const auto layers = model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int64_t n = layers[i]->banks().empty() ? 0 : layers[i]->banks().front()->size();
+    for (const char* name : {"df_", "count_"}) {
+      const std::string key = name + std::to_string(i);
+      auto t = read_tensor(path, key);
+      KVT_CHECK(t.scalar_type() == torch::kInt64 && t.dim() == 1 && t.size(0) == n, path, ": /",
+                key, " must be int64 [", n, "] (the base bank of memory layer ", i, "), got ",
+                t.scalar_type(), " ", t.sizes(),
+                ": the counts belong to another model; compute them again with `kvtune "
+                "background --model DIR`");
+      const bool in_range =
+          t.numel() == 0 || (t.min().item<int64_t>() >= 0 &&
+                             (name[0] == 'c' || t.max().item<int64_t>() <= c.batches));
+      KVT_CHECK(in_range, path, ": /", key, " holds counts outside [0, ",
+                name[0] == 'c' ? std::string("inf") : std::to_string(c.batches),
+                "]: the file is damaged; compute the counts again");
+      (name[0] == 'd' ? c.df : c.count).push_back(t);
+    }
+  }
+  return c;
+}
+
+}  // namespace kvtune

@@ -1,0 +1,164 @@
+// Method sparse (sparse memory fine-tuning, Lin et al. 2025): no new bank; the base bank's own
+// slots train. Each step ranks the slots the batch retrieved by TF-IDF against the base model's
+// background counts (tfidf.h) and keeps the gradient of the top sparse.top_t rows per memory
+// layer; every retrieved slot still takes part in the forward pass, every other row keeps its
+// bytes. Rows train with sparse.optimizer (SGD or sparse row Adam) at optim.bank_lr. The run
+// saves the base model unchanged plus patch_<i>.h5: the changed slots' new rows
+// (bank/bank_patch.h), which load_run_model applies.
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "bank/bank_io.h"
+#include "bank/bank_patch.h"
+#include "common/check.h"
+#include "model/model_io.h"
+#include "train/background_counts.h"
+#include "train/impl/methods.h"
+#include "train/impl/recipe_checks.h"
+#include "train/row_optimizer.h"
+#include "train/run_model.h"
+#include "train/tfidf.h"
+
+namespace kvtune::impl {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Keeps the rows of `param`'s gradient whose mask is set; returns the rows kept.
+torch::Tensor keep_rows(torch::Tensor& param, const torch::Tensor& mask) {
+  auto& grad = param.mutable_grad();
+  if (!grad.defined()) return torch::empty({0}, torch::kInt64);
+  if (grad.is_sparse()) {
+    const auto c = grad.coalesce();
+    const auto rows = c.indices()[0];
+    const auto keep = mask.index_select(0, rows).nonzero().reshape({-1});
+    const auto kept = rows.index_select(0, keep);
+    grad = torch::sparse_coo_tensor(kept.unsqueeze(0), c.values().index_select(0, keep),
+                                    param.sizes(), c.options())
+               .coalesce();
+    return kept;
+  }
+  grad.mul_(mask.to(grad.scalar_type()).unsqueeze(1));
+  return torch::nonzero(grad.abs().sum(1)).reshape({-1});
+}
+
+class SparseMethod : public Method {
+ public:
+  std::string name() const override { return "sparse"; }
+  bool trains_bank_rows() const override { return true; }
+
+  void validate(const Recipe& r, const std::string& where) const override {
+    check_positive(where, "sparse.top_t", r.sparse.top_t);
+    check_one_of(where, "sparse.train", r.sparse.train, {"values", "values+keys"});
+    check_one_of(where, "sparse.optimizer", r.sparse.optimizer, row_optimizer_names());
+    KVT_CHECK(r.domain_bank.attach.empty() && r.domain_bank.init.empty(), where,
+              ": keys 'domain_bank.attach' and 'domain_bank.init' are for method memory; method "
+              "sparse trains the base bank's own slots: remove them");
+  }
+
+  void load_inputs(const Recipe& r, TransformerLM& model, const std::string& base_dir) override {
+    const auto path = (fs::path(base_dir) / "model" / kBackgroundFile).string();
+    background_ = read_background(path, model);
+  }
+
+  void prepare(MethodSetup& setup) override {
+    const Recipe& r = setup.recipe;
+    TrainState& s = setup.state;
+    top_t_ = r.sparse.top_t;
+    train_keys_ = r.sparse.train == "values+keys";
+    provenance_ = nlohmann::json{{"recipe", r.name},        {"domain", r.data.domain},
+                                 {"method", "sparse"},      {"top_t", r.sparse.top_t},
+                                 {"train", r.sparse.train}, {"optimizer", r.sparse.optimizer}}
+                      .dump();
+    s.row_optimizer = r.sparse.optimizer;
+    layers_ = s.model->memory_layers();
+    for (auto& layer : layers_) {
+      auto bank = layer->banks().front();
+      auto& b = bank->mutable_bank();
+      original_keys_.push_back(b.keys.detach().clone());
+      original_values_.push_back(b.values.detach().clone());
+      changed_.push_back(torch::zeros({b.size()}, torch::kBool));
+      b.values.set_requires_grad(true);
+      b.keys.set_requires_grad(train_keys_);
+      if (train_keys_) s.bank_params.push_back(b.keys);
+      s.bank_params.push_back(b.values);
+      s.banks.push_back(bank);
+    }
+    s.after_backward = [this](int64_t) { select_rows(); };
+  }
+
+  void save(TrainState& s, const ModelConfig& config, const Tokenizer& tokenizer,
+            const std::string& model_dir) override {
+    torch::NoGradGuard no_grad;
+    // The tuned rows, then the base's own rows back in place: the folder holds the base model
+    // unchanged (same fingerprint) and the patches.
+    std::vector<Bank> patches;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      auto bank = layers_[i]->banks().front();
+      const auto rows = changed_[i].nonzero().reshape({-1});
+      changed_slots_.push_back(rows.numel());
+      patches.push_back(make_patch(bank->bank(), rows, "patch_" + std::to_string(i), "",
+                                   static_cast<int64_t>(i), provenance_));
+      auto& b = bank->mutable_bank();
+      b.keys.copy_(original_keys_[i]);
+      b.values.copy_(original_values_[i]);
+      if (train_keys_) bank->rebuild_index();
+    }
+    const std::string fingerprint = model_fingerprint(s.model);
+    save_model(model_dir, s.model, config, tokenizer);
+    const auto background = fs::path(model_dir) / kBackgroundFile;
+    write_background(background.string(), background_);
+    for (size_t i = 0; i < patches.size(); ++i) {
+      patches[i].meta.model_fingerprint = fingerprint;
+      patches[i].meta.score_scale = layers_[i]->banks().front()->bank().meta.score_scale;
+      write_bank((fs::path(model_dir) / patch_bank_file(i)).string(), patches[i]);
+      auto bank = layers_[i]->banks().front();
+      if (apply_patch_rows(bank->mutable_bank(), patches[i], patch_bank_file(i)))
+        bank->rebuild_index();
+    }
+  }
+
+  nlohmann::json report() const override {
+    return {{"sparse",
+             {{"top_t", top_t_},
+              {"train_keys", train_keys_},
+              {"background_batches", background_.batches},
+              {"changed_slots", changed_slots_}}}};
+  }
+
+ private:
+  // The step's T per layer: the gradient of every other row is dropped.
+  void select_rows() {
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      auto& b = layers_[i]->banks().front()->mutable_bank();
+      const int64_t n = b.size();
+      const auto ids = layers_[i]->last_ids().reshape({-1});
+      const auto in_base = ids.masked_select((ids >= 0) & (ids < n));
+      const auto counts = torch::bincount(in_base, {}, n);
+      const auto top = top_t_slots(counts, background_.df[i], background_.batches, top_t_);
+      auto mask = torch::zeros({n}, torch::kBool);
+      mask.index_fill_(0, top, true);
+      const auto kept = keep_rows(b.values, mask);
+      changed_[i].index_fill_(0, kept, true);
+      if (train_keys_) changed_[i].index_fill_(0, keep_rows(b.keys, mask), true);
+    }
+  }
+
+  BackgroundCounts background_;
+  std::vector<MemoryLayer> layers_;
+  std::vector<torch::Tensor> original_keys_, original_values_, changed_;
+  std::vector<int64_t> changed_slots_;
+  int64_t top_t_ = 0;
+  bool train_keys_ = false;
+  std::string provenance_;
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_sparse_method() {
+  return std::make_unique<SparseMethod>();
+}
+
+}  // namespace kvtune::impl

@@ -1,0 +1,30 @@
+// What one run trains, shared by the training loop, the checkpoints and the methods: dense
+// parameters (AdamW), bank rows (a row optimizer: sparse row Adam or SGD) and the learned scale.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "bank/indexed_bank.h"
+#include "model/transformer.h"
+
+namespace kvtune {
+
+struct TrainState {
+  TransformerLM model{nullptr};
+  std::vector<torch::Tensor> dense;                 // dense parameters that train
+  std::vector<std::shared_ptr<IndexedBank>> banks;  // banks whose tensors train
+  std::vector<torch::Tensor> bank_params;           // their keys/values that require grad, in order
+  torch::Tensor token_bytes;                        // token_byte_lengths of the tokenizer
+  torch::Tensor log_scale;             // attention.learn_scale: log c, shared by the memory layers
+  std::string row_optimizer = "adam";  // make_row_optimizer name for bank_params
+  // Called after backward and before the optimizers step (method sparse: keeps the gradient of
+  // the rows it selects and drops the rest). Unset: every gradient is used.
+  std::function<void(int64_t step)> after_backward;
+};
+
+}  // namespace kvtune
