@@ -97,8 +97,9 @@ TEST(RecipeErrors, WrongTypes) {
 
 TEST(RecipeErrors, NamesOutsideTheirSets) {
   RecipeScratch scratch;
-  EXPECT_THAT(error_of([&] { scratch.load_and_validate({"method=memroy"}); }),
-              AllOf(HasSubstr("key 'method' is 'memroy'"), HasSubstr("memory, full, lora")));
+  EXPECT_THAT(
+      error_of([&] { scratch.load_and_validate({"method=memroy"}); }),
+      AllOf(HasSubstr("key 'method' is 'memroy'"), HasSubstr("memory, sparse, full, lora")));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"mode=train"}); }),
               HasSubstr("pretrain, finetune"));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"backward=approximate"}); }),
@@ -110,6 +111,25 @@ TEST(RecipeErrors, NamesOutsideTheirSets) {
               HasSubstr("domain_bank.key_init"));
   EXPECT_THAT(error_of([&] { scratch.load_and_validate({"train.device=tpu"}); }),
               HasSubstr("cpu, cuda"));
+}
+
+// Method sparse's own keys, checked by its Method::validate.
+TEST(RecipeErrors, SparseMethodKeys) {
+  RecipeScratch scratch;
+  EXPECT_NO_THROW(scratch.load_and_validate({"method=sparse"}));
+  EXPECT_NO_THROW(scratch.load_and_validate(
+      {"method=sparse", "sparse.optimizer=adam", "sparse.train=values+keys", "sparse.top_t=3"}));
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"method=sparse", "sparse.top_t=0"}, "'sparse.top_t' must be > 0"},
+      {{"method=sparse", "sparse.train=keys"}, "values, values+keys"},
+      {{"method=sparse", "sparse.optimizer=lbfgs"}, "adam, sgd"},
+      {{"method=sparse", "optim.bank_lr=0"}, "'optim.bank_lr' must be > 0"},
+      {{"method=sparse", "domain_bank.attach=[x.h5]"}, "for method memory"}};
+  for (const auto& [sets, expected] : cases) {
+    EXPECT_THAT(error_of([&] { scratch.load_and_validate(sets); }), HasSubstr(expected))
+        << sets.back();
+  }
+  EXPECT_THAT(error_of([&] { scratch.load("sparse:\n  t: 5\n"); }), HasSubstr("sparse.t"));
 }
 
 TEST(RecipeErrors, OutOfRange) {
