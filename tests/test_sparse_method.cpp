@@ -102,19 +102,42 @@ TEST_F(SparseMethodTest, BackgroundCountsSurviveASaveAndAReload) {
   const auto loaded = load_model(base() + "/model");
   const auto path = base() + "/model/" + kBackgroundFile;
   const auto counts = read_background(path, loaded.model);
-  EXPECT_EQ(counts.batches, 5);
+  EXPECT_EQ(counts.sequences, 5 * 4);  // df counts sequences
   ASSERT_EQ(counts.df.size(), 1u);
   EXPECT_EQ(counts.df[0].size(0), test::micro_config().memory.base_bank_size);
-  EXPECT_LE(counts.df[0].max().item<int64_t>(), 5);
+  EXPECT_LE(counts.df[0].max().item<int64_t>(), 20);
   EXPECT_GT(counts.df[0].sum().item<int64_t>(), 0);
   // count >= df (a batch that retrieved a slot retrieved it at least once); every retrieval of
   // every batch is counted: 5 batches x 4 sequences x 32 positions x 2 heads x k = 8.
   EXPECT_TRUE((counts.count[0] >= counts.df[0]).all().item<bool>());
   EXPECT_EQ(counts.count[0].sum().item<int64_t>(), 5 * 4 * 32 * 2 * 8);
+  // df per sequence, against a reference that runs each sequence alone (batches of one).
+  {
+    auto model = load_model(base() + "/model").model;
+    const auto split = load_split({"wn"}, micro_recipe("pretrain").data, *loaded.tokenizer);
+    const auto batched = count_background(model, *split.train, 2, 4, 9);
+    EXPECT_EQ(batched.sequences, 8);
+    const int64_t n = batched.df[0].size(0);
+    auto df = torch::zeros({n}, torch::kInt64), total = torch::zeros({n}, torch::kInt64);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    for (int64_t b = 0; b < 2; ++b) {
+      const auto batch = split.train->train_batch(4, 9, b);
+      for (int64_t row = 0; row < 4; ++row) {
+        model->forward(batch.narrow(0, row, 1).narrow(1, 0, batch.size(1) - 1));
+        const auto c = torch::bincount(model->memory_layers()[0]->last_ids().reshape({-1}), {}, n);
+        df += (c > 0).to(torch::kInt64);
+        total += c;
+      }
+    }
+    EXPECT_TRUE(torch::equal(batched.df[0], df));
+    EXPECT_TRUE(torch::equal(batched.count[0], total));
+    EXPECT_GT(df.max().item<int64_t>(), 1);  // some slot is retrieved in several sequences
+  }
   const auto copy = dir_->file("bg-copy.h5");
   write_background(copy, counts);
   const auto again = read_background(copy, loaded.model);
-  EXPECT_EQ(again.batches, counts.batches);
+  EXPECT_EQ(again.sequences, counts.sequences);
   EXPECT_TRUE(torch::equal(again.df[0], counts.df[0]));
   EXPECT_TRUE(torch::equal(again.count[0], counts.count[0]));
   // Counts of another model (another bank size) are refused, naming the file and the fix.
@@ -152,7 +175,7 @@ TEST_F(SparseMethodTest, ASparseStepChangesOnlyTheTopTSlots) {
   const auto ids = layer->last_ids().reshape({-1});
   const auto counts = torch::bincount(ids.masked_select(ids >= 0), {}, n);
   const auto bg = read_background(base() + "/model/" + kBackgroundFile, before.model);
-  const auto top = top_t_slots(counts, bg.df[0], bg.batches, r.sparse.top_t);
+  const auto top = top_t_slots(counts, bg.df[0], bg.sequences, r.sparse.top_t);
   ASSERT_EQ(top.numel(), r.sparse.top_t);
   auto in_top = torch::zeros({n}, torch::kBool);
   in_top.index_fill_(0, top, true);

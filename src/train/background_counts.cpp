@@ -28,19 +28,27 @@ void add_background_batch(BackgroundCounts& counts, TransformerLM& model) {
             " layers counted but the model has ", layers.size());
   for (size_t i = 0; i < layers.size(); ++i) {
     const int64_t n = counts.df[i].size(0);
-    const auto ids = layers[i]->last_ids().reshape({-1});
+    const auto& last = layers[i]->last_ids();
+    const int64_t rows = last.size(0);
+    const auto ids = last.reshape({rows, -1});
     // Global ids: the base bank is the first attached, ids [0, n); later banks and -1 are not.
-    const auto in_base = ids.masked_select((ids >= 0) & (ids < n));
-    const auto c = torch::bincount(in_base, {}, n);
-    counts.count[i] += c;
-    counts.df[i] += (c > 0).to(torch::kInt64);
+    // Each sequence is one unit of df: its ids are offset by row * n into one bincount.
+    const auto in_base = (ids >= 0) & (ids < n);
+    const auto offset = torch::arange(rows, torch::kInt64).unsqueeze(1) * n;
+    const auto c =
+        torch::bincount((ids + offset).masked_select(in_base), {}, rows * n).reshape({rows, n});
+    counts.count[i] += c.sum(0);
+    counts.df[i] += (c > 0).to(torch::kInt64).sum(0);
+    if (i == 0) counts.sequences += rows;
   }
-  ++counts.batches;
 }
 
 BackgroundCounts count_background(TransformerLM& model, const LmDataset& data, int64_t batches,
                                   int64_t batch_size, uint64_t seed) {
-  KVT_CHECK(batches > 0, "background counts need at least one batch, got ", batches);
+  KVT_CHECK(batches > 0 && batch_size > 0,
+            "background counts need at least one batch of one "
+            "sequence, got ",
+            batches, " x ", batch_size);
   KVT_CHECK(data.num_tokens() > data.seq_len(), "background counts: the corpus has ",
             data.num_tokens(), " tokens, too few for one sequence of ", data.seq_len());
   torch::NoGradGuard no_grad;
@@ -58,7 +66,7 @@ BackgroundCounts count_background(TransformerLM& model, const LmDataset& data, i
 
 void write_background(const std::string& path, const BackgroundCounts& counts) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors = {
-      {"batches", torch::tensor({counts.batches}, torch::kInt64)}};
+      {"sequences", torch::tensor({counts.sequences}, torch::kInt64)}};
   for (size_t i = 0; i < counts.df.size(); ++i) {
     tensors.emplace_back("df_" + std::to_string(i), counts.df[i].contiguous());
     tensors.emplace_back("count_" + std::to_string(i), counts.count[i].contiguous());
@@ -71,12 +79,12 @@ BackgroundCounts read_background(const std::string& path, const TransformerLM& m
             " not found: method sparse ranks slots by background access counts; compute them "
             "with `kvtune background --model DIR` (pretraining writes them)");
   BackgroundCounts c;
-  const auto batches = read_tensor(path, "batches");
-  KVT_CHECK(batches.scalar_type() == torch::kInt64 && batches.numel() == 1, path,
-            ": /batches must hold one int64, got ", batches.numel(), " values of ",
-            batches.scalar_type());
-  c.batches = batches.item<int64_t>();
-  KVT_CHECK(c.batches > 0, path, ": /batches is ", c.batches,
+  const auto sequences = read_tensor(path, "sequences");
+  KVT_CHECK(sequences.scalar_type() == torch::kInt64 && sequences.numel() == 1, path,
+            ": /sequences must hold one int64, got ", sequences.numel(), " values of ",
+            sequences.scalar_type());
+  c.sequences = sequences.item<int64_t>();
+  KVT_CHECK(c.sequences > 0, path, ": /sequences is ", c.sequences,
             ", expected > 0: compute the "
             "counts again with `kvtune background --model DIR`");
   const auto layers = model->memory_layers();
@@ -92,9 +100,9 @@ BackgroundCounts read_background(const std::string& path, const TransformerLM& m
                 "background --model DIR`");
       const bool in_range =
           t.numel() == 0 || (t.min().item<int64_t>() >= 0 &&
-                             (name[0] == 'c' || t.max().item<int64_t>() <= c.batches));
+                             (name[0] == 'c' || t.max().item<int64_t>() <= c.sequences));
       KVT_CHECK(in_range, path, ": /", key, " holds counts outside [0, ",
-                name[0] == 'c' ? std::string("inf") : std::to_string(c.batches),
+                name[0] == 'c' ? std::string("inf") : std::to_string(c.sequences),
                 "]: the file is damaged; compute the counts again");
       (name[0] == 'd' ? c.df : c.count).push_back(t);
     }

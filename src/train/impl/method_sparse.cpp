@@ -124,7 +124,7 @@ class SparseMethod : public Method {
     return {{"sparse",
              {{"top_t", top_t_},
               {"train_keys", train_keys_},
-              {"background_batches", background_.batches},
+              {"background_sequences", background_.sequences},
               {"changed_slots", changed_slots_}}}};
   }
 
@@ -137,7 +137,7 @@ class SparseMethod : public Method {
       const auto ids = layers_[i]->last_ids().reshape({-1});
       const auto in_base = ids.masked_select((ids >= 0) & (ids < n));
       const auto counts = torch::bincount(in_base, {}, n);
-      const auto top = top_t_slots(counts, background_.df[i], background_.batches, top_t_);
+      const auto top = top_t_slots(counts, background_.df[i], background_.sequences, top_t_);
       auto mask = torch::zeros({n}, torch::kBool);
       mask.index_fill_(0, top, true);
       const auto kept = keep_rows(b.values, mask);
