@@ -100,7 +100,19 @@ void run_compare(const CompareArgs& a) {
   };
   std::vector<Point> plan;
   for (const auto& method : methods) {
-    for (const auto& setting : sweep_settings(axes, method)) {
+    std::vector<std::string> shipped_sets = a.sets;
+    shipped_sets.push_back("method=" + method);
+    const std::string shipped = resolved_text(load_recipe(a.recipe, shipped_sets, configs));
+    for (auto setting : sweep_settings(axes, method)) {
+      // A sweep value equal to the recipe's own is the shipped setting: one run, the headline.
+      try {
+        auto sets = shipped_sets;
+        for (const auto& s : setting) sets.push_back(s);
+        if (resolved_text(load_recipe(a.recipe, sets, configs)) == shipped) setting.clear();
+      } catch (const Error& e) {
+        KVT_THROW("compare: method ", method, " with --sweep setting ", setting_name(setting), ": ",
+                  e.what());
+      }
       Point p;
       p.method = method;
       p.setting = setting;

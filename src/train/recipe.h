@@ -47,7 +47,7 @@ struct LoraConfig {
 struct SparseConfig {
   int64_t top_t = 500;            // slots trained per step and memory layer
   std::string train = "values";   // "values" | "values+keys"
-  std::string optimizer = "sgd";  // row optimizer: "sgd" | "adam" (row_optimizer.h)
+  std::string optimizer = "adam";  // row optimizer: "adam" | "sgd" (row_optimizer.h)
 };
 
 struct OptimConfig {
