@@ -6,10 +6,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "attention/lazy_gumbel.h"
 #include "bank/bank_io.h"
 #include "bank/bank_patch.h"
+#include "cli_test_util.h"
 #include "common/check.h"
 #include "data/text_data.h"
 #include "model/model_io.h"
@@ -250,6 +254,64 @@ TEST_F(SparseMethodTest, AFinetuneWithoutBackgroundCountsIsRefusedBeforeAnyWork)
   EXPECT_THAT(msg, ::testing::HasSubstr("background.h5"));
   EXPECT_THAT(msg, ::testing::HasSubstr("kvtune background --model"));
   EXPECT_FALSE(fs::exists(dir_->file("ft-bare/report.json")));
+}
+
+// The CLI over patches: export, eval --banks on the base (the same metrics as the run's own
+// model folder), merge, and the errors.
+TEST_F(SparseMethodTest, PatchesThroughTheCli) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  r.optim.bank_lr = 1e-1;
+  const auto run_a = dir_->file("cli-a"), run_b = dir_->file("cli-b");
+  finetune(r, run_a, false);
+  r.sparse.top_t = 5;
+  r.train.seed = 2;
+  finetune(r, run_b, false);
+  const auto pa = dir_->file("pa.h5"), pb = dir_->file("pb.h5");
+  auto out = test::kvtune("bank export --model " + run_a + "/model --which patch --out " + pa);
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_THAT(out.output, ::testing::HasSubstr("changed slots of the base bank"));
+  ASSERT_EQ(test::kvtune("bank export --model " + run_b + "/model --which patch --out " + pb).code,
+            0);
+  const std::string flags =
+      " --data foldoc --batches 2 --seq-len 32 --max-entries 300 "
+      "--held-out-fraction 0.1 --split-salt 0";
+  out = test::kvtune("eval --model " + base() + "/model --banks " + pa + flags + " --json " +
+                     dir_->file("e1.json"));
+  ASSERT_EQ(out.code, 0) << out.output;
+  out =
+      test::kvtune("eval --model " + run_a + "/model" + flags + " --json " + dir_->file("e2.json"));
+  ASSERT_EQ(out.code, 0) << out.output;
+  std::ifstream f1(dir_->file("e1.json")), f2(dir_->file("e2.json"));
+  const auto e1 = nlohmann::json::parse(f1), e2 = nlohmann::json::parse(f2);
+  ASSERT_TRUE(e1["sets"]["foldoc"]["loss"].is_number()) << e1.dump();
+  EXPECT_EQ(e1["sets"]["foldoc"]["loss"], e2["sets"]["foldoc"]["loss"]) << e1.dump() << e2.dump();
+  // ... and the patch changes what the base alone gives.
+  out = test::kvtune("eval --model " + base() + "/model" + flags + " --json " +
+                     dir_->file("e0.json"));
+  ASSERT_EQ(out.code, 0) << out.output;
+  std::ifstream f0(dir_->file("e0.json"));
+  EXPECT_NE(nlohmann::json::parse(f0)["sets"]["foldoc"]["loss"], e1["sets"]["foldoc"]["loss"]);
+  out = test::kvtune("bank merge " + pa + " " + pb + " --out " + dir_->file("pm.h5"));
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_THAT(out.output, ::testing::HasSubstr("merged 2 patches"));
+  out = test::kvtune("bank merge " + pa + " " + base() + "/model/bank_0.h5 --out " +
+                     dir_->file("mix.h5"));
+  EXPECT_NE(out.code, 0);
+  EXPECT_THAT(out.output, ::testing::HasSubstr("merge patches with patches"));
+  EXPECT_FALSE(fs::exists(dir_->file("mix.h5")));
+  out = test::kvtune("bank export --model " + base() + "/model --which patch --out " +
+                     dir_->file("none.h5"));
+  EXPECT_NE(out.code, 0);
+  EXPECT_THAT(out.output,
+              ::testing::HasSubstr("not the model of a run fine-tuned with method sparse"));
+  out = test::kvtune("background --model " + base() + "/model --batches 0");
+  EXPECT_NE(out.code, 0);
+  out = test::kvtune("compare " + test::source_dir() + "/recipes/foldoc.yaml --out " +
+                     dir_->file("cmp") + " --sweep sparse:sparse.top_t=100,,5");
+  EXPECT_NE(out.code, 0);
+  EXPECT_THAT(out.output, ::testing::HasSubstr("empty value"));
+  EXPECT_FALSE(fs::exists(dir_->file("cmp")));
 }
 
 Bank hand_patch(std::vector<int64_t> ids, std::vector<float> value, const std::string& fp) {
