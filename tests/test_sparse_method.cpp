@@ -25,6 +25,7 @@
 #include "train/tfidf.h"
 #include "train/train_loop.h"
 #include "train/trainer.h"
+#include "trainer_test_util.h"
 
 namespace kvtune {
 namespace {
@@ -67,21 +68,10 @@ TEST(TfIdf, ScoresAndTopTMatchAHandComputedCase) {
       0);
 }
 
+// The trainer tests' micro recipe, as method sparse with background counts at pretraining.
 Recipe micro_recipe(const std::string& mode) {
-  Recipe r;
-  r.name = "micro-" + mode;
-  r.mode = mode;
-  r.model_config = test::micro_config();
-  r.data.general = {"wn"};
-  r.data.domain = mode == "finetune" ? "foldoc" : "";
-  r.data.seq_len = 32;
-  r.data.max_entries = 300;
+  Recipe r = test::micro_recipe(mode);
   r.train.steps = 4;
-  r.train.batch_size = 4;
-  r.train.checkpoint_every = 0;
-  r.train.log_every = 100;
-  r.train.eval_batches = 2;
-  r.train.threads = 1;
   r.train.background_batches = 5;
   r.optim.warmup_steps = 1;
   r.method = "sparse";

@@ -22,31 +22,13 @@
 #include "train/run_model.h"
 #include "train/train_loop.h"
 #include "train/trainer.h"
+#include "trainer_test_util.h"
 
 namespace kvtune {
 namespace {
 
 namespace fs = std::filesystem;
-
-Recipe micro_recipe(const std::string& mode) {
-  Recipe r;
-  r.name = "micro-" + mode;
-  r.mode = mode;
-  r.model_config = test::micro_config();
-  r.data.general = {"wn"};
-  r.data.domain = mode == "finetune" ? "foldoc" : "";
-  r.data.seq_len = 32;
-  r.data.max_entries = 300;
-  r.domain_bank.size = 64;
-  r.train.steps = 6;
-  r.train.batch_size = 4;
-  r.train.checkpoint_every = 0;
-  r.train.log_every = 100;
-  r.train.eval_batches = 2;
-  r.train.threads = 1;  // same thread count on both sides of a resume
-  r.optim.warmup_steps = 2;
-  return r;
-}
+using test::micro_recipe;
 
 // Sum of every element as float64, plus a position-weighted sum: changes to any value show.
 double checksum(const torch::Tensor& t) {
