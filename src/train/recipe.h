@@ -45,8 +45,8 @@ struct LoraConfig {
 // Method sparse (docs/training.md): the base bank's own slots train, the top_t of each step by
 // TF-IDF against the base model's background counts (background.h5), at optim.bank_lr.
 struct SparseConfig {
-  int64_t top_t = 500;            // slots trained per step and memory layer
-  std::string train = "values";   // "values" | "values+keys"
+  int64_t top_t = 500;             // slots trained per step and memory layer
+  std::string train = "values";    // "values" | "values+keys"
   std::string optimizer = "adam";  // row optimizer: "adam" | "sgd" (row_optimizer.h)
 };
 
