@@ -103,23 +103,11 @@ void run_compare(const CompareArgs& a) {
     std::vector<std::string> shipped_sets = a.sets;
     shipped_sets.push_back("method=" + method);
     const std::string shipped = resolved_text(load_recipe(a.recipe, shipped_sets, configs));
-    for (auto setting : sweep_settings(axes, method)) {
-      // A sweep value equal to the recipe's own is the shipped setting: one run, the headline.
-      try {
-        auto sets = shipped_sets;
-        for (const auto& s : setting) sets.push_back(s);
-        if (resolved_text(load_recipe(a.recipe, sets, configs)) == shipped) setting.clear();
-      } catch (const Error& e) {
-        KVT_THROW("compare: method ", method, " with --sweep setting ", setting_name(setting), ": ",
-                  e.what());
-      }
+    for (const auto& setting : sweep_settings(axes, method)) {
       Point p;
       p.method = method;
       p.setting = setting;
-      p.dir = (fs::path(out) / (setting.empty() ? method : method + "@" + setting_name(setting)))
-                  .string();
-      p.sets = a.sets;
-      p.sets.push_back("method=" + method);
+      p.sets = shipped_sets;
       for (const auto& s : setting) p.sets.push_back(s);
       try {
         p.expected = load_recipe(a.recipe, p.sets, configs);
@@ -134,6 +122,11 @@ void run_compare(const CompareArgs& a) {
         KVT_THROW("compare: method ", method, (set.empty() ? "" : " with --sweep setting "), set,
                   ": ", e.what());
       }
+      // A sweep value equal to the recipe's own is the shipped setting: one run, the headline.
+      if (resolved_text(p.expected) == shipped) p.setting.clear();
+      p.dir =
+          (fs::path(out) / (p.setting.empty() ? method : method + "@" + setting_name(p.setting)))
+              .string();
       plan.push_back(std::move(p));
     }
   }
