@@ -10,6 +10,8 @@
 #include "bank/indexed_bank.h"
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/file_lock.h"
+#include "common/utf8.h"
 #include "eval/bank_usage.h"
 #include "train/run_model.h"
 
@@ -52,6 +54,14 @@ void save_with_index(Bank bank, const std::string& factory, const std::string& o
 }
 
 void run_export(const ExportArgs& a) {
+  // The output must not replace a file of the model folder (its banks, their indexes).
+  std::error_code ec;
+  if (fs::is_directory(a.model, ec)) {
+    std::vector<std::string> inputs;
+    for (const auto& e : fs::directory_iterator(a.model, ec)) inputs.push_back(e.path().string());
+    refuse_output_equal_to_input(a.out, inputs);
+    refuse_output_equal_to_input(index_path_for(a.out), inputs, "the index of --out");
+  }
   auto loaded = load_model(a.model);
   bool stamped = false;
   auto bank = load_run_bank(loaded, a.model, a.layer, a.which, &stamped);
@@ -85,6 +95,7 @@ void run_export(const ExportArgs& a) {
               << " recorded no model fingerprint (written before kvtune recorded them); the "
                  "export carries the model folder's\n";
   }
+  FileLock lock(a.out);
   bank->save(a.out);
   const auto& meta = bank->bank().meta;
   std::cout << "wrote " << a.out << " (" << a.which << " bank '" << meta.name << "', "
@@ -94,6 +105,14 @@ void run_export(const ExportArgs& a) {
 }
 
 void run_merge(const MergeArgs& a) {
+  std::vector<std::string> paths;
+  for (const auto& path : a.banks) {
+    paths.push_back(path);
+    paths.push_back(index_path_for(path));
+  }
+  refuse_output_equal_to_input(a.out, paths);
+  refuse_output_equal_to_input(index_path_for(a.out), paths, "the index of --out");
+  FileLock lock(a.out);
   std::vector<MergeInput> inputs;
   for (const auto& path : a.banks) inputs.push_back({path, read_bank(path)});
   MergeOptions options;
@@ -107,7 +126,7 @@ void run_merge(const MergeArgs& a) {
     j["out"] = a.out;
     j["index"] = index_path_for(a.out);
     j["dedup_cosine"] = options.dedup_cosine;
-    std::cout << j.dump(2) << "\n";
+    std::cout << dump_json(j, 2) << "\n";
     return;
   }
   std::cout << "merged " << inputs.size() << " banks (" << report.slots_in << " slots) into "
@@ -122,6 +141,10 @@ void run_merge(const MergeArgs& a) {
 
 void run_compact(const CompactArgs& a) {
   validate_compact_options(a.options);  // before any file is read
+  refuse_output_equal_to_input(a.out, {a.bank, index_path_for(a.bank)});
+  refuse_output_equal_to_input(index_path_for(a.out), {a.bank, index_path_for(a.bank)},
+                               "the index of --out");
+  FileLock lock(a.out);
   const Bank bank = read_bank(a.bank);
   CompactReport r;
   Bank out = compact_bank(bank, a.options, &r);
@@ -134,7 +157,7 @@ void run_compact(const CompactArgs& a) {
     j["bank"] = a.bank;
     j["out"] = a.out;
     j["index"] = index_path_for(a.out);
-    std::cout << j.dump(2) << "\n";
+    std::cout << dump_json(j, 2) << "\n";
     return;
   }
   std::cout << "compacted " << a.bank << " by " << r.by << " (" << r.rule << " " << r.threshold
