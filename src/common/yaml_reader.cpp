@@ -33,7 +33,9 @@ YamlReader YamlReader::child(const std::string& key) {
 void YamlReader::finish() const {
   if (!node_.IsDefined() || node_.IsNull()) return;
   for (const auto& kv : node_) {
-    const std::string key = kv.first.as<std::string>();
+    // A key that is not a scalar ([1, 2]: x) cannot be one of ours; as<std::string>() would
+    // throw a yaml-cpp exception here (found by tests/fuzz/fuzz_yaml).
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : YAML::Dump(kv.first);
     if (known_.count(key)) continue;
     std::string valid;
     for (const auto& k : known_) valid += (valid.empty() ? "" : ", ") + k;
