@@ -16,6 +16,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "common/atomic_file.h"
@@ -35,6 +36,8 @@ auto faiss_call(const std::string& what, F&& f) -> decltype(f()) {
     KVT_THROW(what, ": faiss: ", e.msg);
   } catch (const std::bad_alloc&) {
     KVT_THROW(what, ": out of memory (a size in the file may be corrupt)");
+  } catch (const std::length_error&) {
+    KVT_THROW(what, ": a size in the file is out of range (the file is corrupt)");
   }
 }
 
