@@ -78,9 +78,10 @@ double recall(const IndexConfig& config, const torch::Tensor& keys, const torch:
   return double(hits) / double(nq * k);
 }
 
-torch::Tensor clustered_unit_rows(int64_t n, int64_t d, int64_t clusters, double spread) {
-  const auto centers = unit_rows(clusters, d);
-  const auto which = torch::randint(clusters, {n}, torch::kInt64);
+// Unit rows scattered around `centers` (one centre per row, drawn uniformly).
+torch::Tensor around(const torch::Tensor& centers, int64_t n, double spread) {
+  const int64_t d = centers.size(1);
+  const auto which = torch::randint(centers.size(0), {n}, torch::kInt64);
   auto x = centers.index_select(0, which) + spread * torch::randn({n, d}) / std::sqrt(double(d));
   return (x / x.norm(2, 1, true)).contiguous();
 }
@@ -92,8 +93,10 @@ IndexConfig shipped_config(const std::string& name) {
 TEST(IndexRecall, ShippedIvfAndHnswReachPointNineAgainstFlat) {
   torch::manual_seed(test::fresh_seed());
   const int64_t n = 30000, d = 32, nq = 300, k = 32;
-  const auto clustered = clustered_unit_rows(n, d, 512, 0.8);
-  const auto q_clustered = clustered_unit_rows(nq, d, 512, 0.8);
+  // Clustered keys, and queries drawn near the same clusters (the case IVF lists are made for).
+  const auto centers = unit_rows(512, d);
+  const auto clustered = around(centers, n, 0.8);
+  const auto q_clustered = around(centers, nq, 0.8);
   const auto random = unit_rows(n, d);
   const auto q_random = unit_rows(nq, d);
   for (const std::string name : {"ivf", "hnsw"}) {

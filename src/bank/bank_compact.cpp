@@ -7,6 +7,7 @@
 
 #include "bank/leverage.h"
 #include "common/check.h"
+#include "common/utf8.h"
 
 namespace kvtune {
 
@@ -132,14 +133,13 @@ Bank compact_bank(const Bank& bank, const CompactOptions& o, CompactReport* repo
   if (nlohmann::json::accept(bank.meta.provenance)) {
     previous = nlohmann::json::parse(bank.meta.provenance);
   }
-  out.meta.provenance = nlohmann::json{
-      {"compacted_by", "kvtune bank compact"},
-      {"by", r.by},
-      {r.rule, r.threshold},
-      {"one_pass", o.one_pass},
-      {"slots_before", n},
-      {"slots_after", r.slots_after},
-      {"from", previous}}.dump();
+  out.meta.provenance = dump_json(nlohmann::json{{"compacted_by", "kvtune bank compact"},
+                                                 {"by", r.by},
+                                                 {r.rule, r.threshold},
+                                                 {"one_pass", o.one_pass},
+                                                 {"slots_before", n},
+                                                 {"slots_after", r.slots_after},
+                                                 {"from", previous}});
   if (report) *report = r;
   return out;
 }

@@ -12,6 +12,8 @@
 #include "bank/impl/hdf5_util.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/resources.h"
+#include "common/utf8.h"
 
 namespace kvtune {
 
@@ -150,7 +152,7 @@ SlotOrigin read_origin(const H5::H5File& f, const std::string& path) {
   for (const auto& s : sources) {
     if (!s.is_object() || !s.contains("file") || !s.contains("name") || !s["file"].is_string() ||
         !s["name"].is_string()) {
-      fail("has an entry " + s.dump() + " without string file and name");
+      fail("has an entry " + dump_json(s) + " without string file and name");
     }
     o.sources.push_back({s["file"].get<std::string>(), s["name"].get<std::string>()});
   }
@@ -163,6 +165,9 @@ SlotOrigin read_origin(const H5::H5File& f, const std::string& path) {
   KVT_CHECK(shape.size() == 1, path, ": /origin/slot_id has shape ", shape_string(shape),
             ", expected [R]");
   const int64_t r = shape[0];
+  check_fits_in_memory(checked_mul(r, 24),
+                       path + ": /origin declares " + std::to_string(r) + " rows, which",
+                       "the file is damaged, or read it on a machine with more memory");
   check_shape(detail::dataset_shape(source), {r}, path, "origin/source", "[R], as /origin/slot_id");
   check_shape(detail::dataset_shape(source_slot_id), {r}, path, "origin/source_slot_id",
               "[R], as /origin/slot_id");
@@ -176,7 +181,7 @@ void write_origin(H5::H5File& f, const SlotOrigin& o) {
   nlohmann::json sources = nlohmann::json::array();
   for (const auto& s : o.sources) sources.push_back({{"file", s.file}, {"name", s.name}});
   H5::Group g = f.createGroup("origin");
-  write_string_attr(g, "sources", sources.dump());
+  write_string_attr(g, "sources", dump_json(sources));
   detail::write_dataset(f, "origin/slot_id", o.slot_id.contiguous());
   detail::write_dataset(f, "origin/source", o.source.contiguous());
   detail::write_dataset(f, "origin/source_slot_id", o.source_slot_id.contiguous());
@@ -221,6 +226,16 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
   check_shape(id_shape, {n}, path, "slot_ids", "[N]");
   check_shape(usage_shape, {n}, path, "usage", "[N]");
 
+  // Sizes declared in the file, checked before anything is allocated for them.
+  const int64_t width =
+      key_dim > (int64_t{1} << 40) || value_dim > (int64_t{1} << 40) ? -1 : key_dim + value_dim;
+  const int64_t row_bytes = width < 0 ? -1 : 4 * width + 16;
+  check_fits_in_memory(row_bytes < 0 ? -1 : checked_mul(n, row_bytes),
+                       path + ": the bank declares " + std::to_string(n) + " slots of key_dim " +
+                           std::to_string(key_dim) + " and value_dim " + std::to_string(value_dim) +
+                           ", which",
+                       "the file is damaged, or read it on a machine with more memory");
+
   Bank bank;
   bank.keys = detail::read_dataset(keys, torch::kFloat32, {n, key_dim});
   bank.values = detail::read_dataset(values, torch::kFloat32, {n, value_dim});
@@ -232,6 +247,9 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
   m.key_dim = key_dim;
   m.value_dim = value_dim;
   m.name = read_string_attr(f, path, "name").value_or(std::filesystem::path(path).stem().string());
+  KVT_CHECK(valid_utf8(m.name), path, ": the bank name '", escape_invalid_utf8(m.name),
+            "' is not valid UTF-8 (invalid bytes shown as \\xHH): rewrite attribute name as "
+            "UTF-8 text");
   const int64_t trainable = read_int_attr(f, path, "trainable").value_or(0);
   KVT_CHECK(trainable == 0 || trainable == 1, path, ": attribute trainable is ", trainable,
             ", expected 0 or 1");
@@ -268,7 +286,37 @@ Bank read_bank(const std::string& path) {
   return bank;
 }
 
+std::optional<std::string> read_bank_index_id(const std::string& path) {
+  H5::Exception::dontPrint();
+  try {
+    detail::check_hdf5_file(path, "bank");
+    const H5::H5File f(path, H5F_ACC_RDONLY);
+    return read_string_attr(f, path, "index_id").value_or("");
+  } catch (const H5::Exception&) {
+    return std::nullopt;
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+bool is_bank_file(const std::string& path) {
+  H5::Exception::dontPrint();
+  try {
+    detail::check_hdf5_file(path, "bank");
+    const H5::H5File f(path, H5F_ACC_RDONLY);
+    return f.attrExists("format_version");
+  } catch (const H5::Exception&) {
+    return false;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 void write_bank(const std::string& path, const Bank& bank) {
+  write_bank(path, bank, "");
+}
+
+void write_bank(const std::string& path, const Bank& bank, const std::string& index_id) {
   const BankMeta& m = bank.meta;
   const std::string where = "cannot write bank '" + m.name + "' to " + path;
   validate_bank(bank, where);
@@ -280,13 +328,17 @@ void write_bank(const std::string& path, const Bank& bank) {
   check_no_nul("provenance", m.provenance);
   check_no_nul("index_factory", m.index_factory);
   check_no_nul("model_fingerprint", m.model_fingerprint);
+  KVT_CHECK(valid_utf8(m.name), where, ": the bank name '", escape_invalid_utf8(m.name),
+            "' is not valid UTF-8 (invalid bytes shown as \\xHH): give a UTF-8 name (--name)");
+  KVT_CHECK(valid_utf8(m.provenance), where,
+            ": meta provenance is not valid UTF-8: it must be UTF-8 text (JSON)");
   torch::NoGradGuard no_grad;
   const auto host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous(); };
 
   H5::Exception::dontPrint();
   AtomicOutput out(path);
   try {
-    H5::H5File f(out.temp_path(), H5F_ACC_TRUNC);
+    H5::H5File f = detail::create_memory_file();  // written out below: no HDF5 disk I/O
     // Always the current layout, whatever version the bank was read from.
     const int32_t version = kBankFormatVersion;
     const int8_t trainable = m.trainable ? 1 : 0;
@@ -308,13 +360,14 @@ void write_bank(const std::string& path, const Bank& bank) {
                       &m.memory_layer);
     write_string_attr(f, "kvtune_version", KVTUNE_VERSION);
     if (!m.kind.empty()) write_string_attr(f, "kind", m.kind);
+    if (!index_id.empty()) write_string_attr(f, "index_id", index_id);
 
     detail::write_dataset(f, "keys", host(bank.keys));
     detail::write_dataset(f, "values", host(bank.values));
     detail::write_dataset(f, "slot_ids", host(bank.slot_ids));
     detail::write_dataset(f, "usage", host(bank.usage));
     if (bank.origin.defined()) write_origin(f, bank.origin);
-    f.close();
+    detail::save_memory_file(f, out.temp_path());
   } catch (const H5::Exception& e) {
     KVT_THROW("cannot write bank ", path, ": HDF5 error writing ", out.temp_path(), " (",
               detail::hdf5_error_detail(e), "): check the folder is writable and has space");

@@ -1,6 +1,7 @@
 // Reading and writing banks as HDF5 files (layout: docs/bank-format.md).
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "bank/bank.h"
@@ -14,6 +15,18 @@ Bank read_bank(const std::string& path);
 
 // Validates, then writes to a temporary name and renames it into place when complete: a failed
 // write leaves an existing file at `path` untouched.
+// meta.index_id is not written: the bank is bound to no index file.
 void write_bank(const std::string& path, const Bank& bank);
+
+// As write_bank, and records `index_id` (the id in the index file written beside it). Used by
+// IndexedBank::save.
+void write_bank(const std::string& path, const Bank& bank, const std::string& index_id);
+
+// The index_id attribute of the bank file at `path` without reading the bank: "" when the file
+// has none, and nullopt when it does not exist or is not a readable HDF5 file.
+std::optional<std::string> read_bank_index_id(const std::string& path);
+
+// True when `path` is an HDF5 file with a format_version attribute (a kvtune bank, valid or not).
+bool is_bank_file(const std::string& path);
 
 }  // namespace kvtune

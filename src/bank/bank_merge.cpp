@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/utf8.h"
 
 namespace kvtune {
 
@@ -248,12 +249,12 @@ Bank merge_banks(const std::vector<MergeInput>& inputs, const MergeOptions& opti
   out.meta.memory_layer = meta0.memory_layer;
   nlohmann::json files = nlohmann::json::array();
   for (const auto& s : sources) files.push_back(s.file);
-  out.meta.provenance = nlohmann::json{
-      {"merged_by", "kvtune bank merge"},
-      {"sources", files},
-      {"dedup_cosine", fold ? options.dedup_cosine : 0.0},
-      {"slots_in", n},
-      {"slots_out", m}}.dump();
+  out.meta.provenance =
+      dump_json(nlohmann::json{{"merged_by", "kvtune bank merge"},
+                               {"sources", files},
+                               {"dedup_cosine", fold ? options.dedup_cosine : 0.0},
+                               {"slots_in", n},
+                               {"slots_out", m}});
   validate_bank(out, "bank merge result");
   if (report) *report = r;
   return out;

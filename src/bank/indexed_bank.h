@@ -10,6 +10,14 @@
 
 namespace kvtune {
 
+// The index id recorded in the trailer of index file `index_path`, or "" when it has none.
+std::string read_index_binding(const std::string& index_path);
+
+// Removes what killed saves of bank `path` left beside it (temporary files of writers that are
+// no longer running, pending indexes that were never committed), and finishes a save killed
+// after its commit. IndexedBank::save calls it first.
+void clean_bank_leftovers(const std::string& path);
+
 class IndexedBank {
  public:
   // Builds the index from `config` (its factory string is recorded in the bank's metadata).
@@ -19,8 +27,11 @@ class IndexedBank {
   // builds one from `config`. Search parameters (nprobe, efSearch) come from `config`.
   static std::shared_ptr<IndexedBank> load(const std::string& path, const IndexConfig& config);
 
-  // Writes the bank and its index beside it, each to a temporary name first; both are renamed
-  // into place only when both are complete (index first, then the bank).
+  // Reads `path` and its index (x.faiss, bound to the bank by the index id both record); an
+  // index that is not the bank's (stale, another bank's) is refused, and a corrupt one too.
+  // Writes the bank and its index so that a kill at any moment leaves the old pair or the new
+  // one (docs/bank-format.md, "The faiss index beside the bank"); temporary files that killed
+  // saves left behind are removed first.
   void save(const std::string& path) const;
 
   // Trainable banks have keys and values that require grad (and receive sparse row gradients).

@@ -75,12 +75,12 @@ void write_tensors(const std::string& path,
   AtomicOutput out(path);
   std::string current;
   try {
-    H5::H5File f(out.temp_path(), H5F_ACC_TRUNC);
+    H5::H5File f = detail::create_memory_file();  // written out below: no HDF5 disk I/O
     for (const auto& [name, t] : tensors) {
       current = strip_root(name);
       detail::write_dataset(f, current, t.detach().to(torch::kCPU).contiguous());
     }
-    f.close();
+    detail::save_memory_file(f, out.temp_path());
   } catch (const H5::Exception& e) {
     KVT_THROW("cannot write ", path, (current.empty() ? "" : ": dataset /"), current,
               ": HDF5 error (", detail::hdf5_error_detail(e),

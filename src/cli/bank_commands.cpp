@@ -10,6 +10,9 @@
 #include "bank/tensor_file.h"
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/file_lock.h"
+#include "common/resources.h"
+#include "common/utf8.h"
 
 namespace kvtune::cli {
 namespace {
@@ -18,7 +21,7 @@ struct CreateArgs {
   int64_t n = 0, key_dim = 0, value_dim = 0;
   uint64_t seed = 0;
   std::string out, index = "Flat", name;
-  bool trainable = false;
+  bool trainable = false, force = false;
   double value_std = 0.02;
 };
 
@@ -49,9 +52,23 @@ void add_create(CLI::App& bank) {
   c->add_option("--value-std", a->value_std, "Standard deviation of the random values")
       ->check(CLI::NonNegativeNumber);
   c->add_flag("--trainable", a->trainable, "Mark the bank trainable");
+  c->add_flag("--force", a->force, "Replace --out when it exists");
   c->callback([a] {
     const std::string name =
         a->name.empty() ? std::filesystem::path(a->out).stem().string() : a->name;
+    // Sizes before anything is allocated: keys and values, twice (drawn, then normalized), plus
+    // ids and usage; an approximate index copies the keys once more.
+    const int64_t width = a->key_dim > (int64_t{1} << 40) || a->value_dim > (int64_t{1} << 40)
+                              ? -1
+                              : a->key_dim + a->value_dim;
+    check_fits_in_memory(width < 0 ? -1 : checked_mul(a->n, 8 * width + 16),
+                         "bank create --n " + std::to_string(a->n) + " --key-dim " +
+                             std::to_string(a->key_dim) + " --value-dim " +
+                             std::to_string(a->value_dim),
+                         "give a smaller --n, --key-dim or --value-dim");
+    FileLock lock(a->out);
+    KVT_CHECK(a->force || !std::filesystem::exists(a->out), "--out ", a->out,
+              " exists: give --force to replace it, or another file name");
     IndexConfig config;
     config.factory = a->index;
     IndexedBank bank(
@@ -76,7 +93,7 @@ void add_inspect(CLI::App& bank) {
   c->callback([path, json] {
     const auto stats = compute_bank_stats(read_bank(*path));
     if (*json) {
-      std::cout << to_json(stats).dump(2) << "\n";
+      std::cout << dump_json(to_json(stats), 2) << "\n";
     } else {
       std::cout << to_text(stats);
     }
@@ -105,6 +122,15 @@ void add_query(CLI::App& bank) {
       ->check(CLI::NonNegativeNumber);
   c->callback([a] {
     make_estimator(a->estimator);  // an unknown name fails before any file is read
+    // The output must not replace an input: a bank, its index, or the queries.
+    std::vector<std::string> inputs{a->queries};
+    for (const auto& b : a->banks) {
+      inputs.push_back(b);
+      inputs.push_back(index_path_for(b));
+    }
+    refuse_output_equal_to_input(a->out, inputs);
+    KVT_CHECK(!is_bank_file(a->out), "--out ", a->out,
+              " is a bank file: the query output would replace it; give another file name");
     IndexConfig params;
     params.nprobe = a->nprobe;
     params.ef_search = a->ef_search;

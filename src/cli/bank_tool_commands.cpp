@@ -11,6 +11,8 @@
 #include "bank/indexed_bank.h"
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/file_lock.h"
+#include "common/utf8.h"
 #include "eval/bank_usage.h"
 #include "train/run_model.h"
 
@@ -52,6 +54,13 @@ void save_with_index(Bank bank, const std::string& factory, const std::string& o
   IndexedBank(std::move(bank), config).save(out);
 }
 
+// A patch is written without an index: an index left beside the output by an earlier bank of
+// that name belongs to no file any more.
+void remove_stale_index(const std::string& out) {
+  std::error_code ec;
+  fs::remove(index_path_for(out), ec);
+}
+
 // A sparse run's patch (patch_<layer>.h5) as a standalone file: no index (it is applied to the
 // base bank's rows, searched by the base bank's index).
 void export_patch(const ExportArgs& a) {
@@ -64,13 +73,23 @@ void export_patch(const ExportArgs& a) {
   check_bank_fits_model(loaded.model, patch.meta, path);
   KVT_CHECK(patch.meta.kind == kBankKindPatch && patch.meta.memory_layer == a.layer, path,
             ": not the patch of memory layer ", a.layer, ": the file was renamed or copied");
+  FileLock lock(a.out);
   write_bank(a.out, patch);
+  remove_stale_index(a.out);
   std::cout << "wrote " << a.out << " (patch '" << patch.meta.name << "', " << patch.size()
             << " changed slots of the base bank of memory layer " << patch.meta.memory_layer
             << ", model " << patch.meta.model_fingerprint << ")\n";
 }
 
 void run_export(const ExportArgs& a) {
+  // The output must not replace a file of the model folder (its banks, their indexes).
+  std::error_code ec;
+  if (fs::is_directory(a.model, ec)) {
+    std::vector<std::string> inputs;
+    for (const auto& e : fs::directory_iterator(a.model, ec)) inputs.push_back(e.path().string());
+    refuse_output_equal_to_input(a.out, inputs);
+    refuse_output_equal_to_input(index_path_for(a.out), inputs, "the index of --out");
+  }
   if (a.which == "patch") return export_patch(a);
   auto loaded = load_model(a.model);
   bool stamped = false;
@@ -105,6 +124,7 @@ void run_export(const ExportArgs& a) {
               << " recorded no model fingerprint (written before kvtune recorded them); the "
                  "export carries the model folder's\n";
   }
+  FileLock lock(a.out);
   bank->save(a.out);
   const auto& meta = bank->bank().meta;
   std::cout << "wrote " << a.out << " (" << a.which << " bank '" << meta.name << "', "
@@ -122,6 +142,7 @@ void merge_patch_files(const MergeArgs& a, std::vector<MergeInput> inputs) {
   const Bank merged =
       merge_patches(patches, a.name.empty() ? fs::path(a.out).stem().string() : a.name, &report);
   write_bank(a.out, merged);
+  remove_stale_index(a.out);
   if (a.json) {
     auto j = to_json(report);
     j["out"] = a.out;
@@ -134,6 +155,14 @@ void merge_patch_files(const MergeArgs& a, std::vector<MergeInput> inputs) {
 }
 
 void run_merge(const MergeArgs& a) {
+  std::vector<std::string> paths;
+  for (const auto& path : a.banks) {
+    paths.push_back(path);
+    paths.push_back(index_path_for(path));
+  }
+  refuse_output_equal_to_input(a.out, paths);
+  refuse_output_equal_to_input(index_path_for(a.out), paths, "the index of --out");
+  FileLock lock(a.out);
   std::vector<MergeInput> inputs;
   for (const auto& path : a.banks) inputs.push_back({path, read_bank(path)});
   size_t patches = 0;
@@ -153,7 +182,7 @@ void run_merge(const MergeArgs& a) {
     j["out"] = a.out;
     j["index"] = index_path_for(a.out);
     j["dedup_cosine"] = options.dedup_cosine;
-    std::cout << j.dump(2) << "\n";
+    std::cout << dump_json(j, 2) << "\n";
     return;
   }
   std::cout << "merged " << inputs.size() << " banks (" << report.slots_in << " slots) into "
@@ -168,6 +197,10 @@ void run_merge(const MergeArgs& a) {
 
 void run_compact(const CompactArgs& a) {
   validate_compact_options(a.options);  // before any file is read
+  refuse_output_equal_to_input(a.out, {a.bank, index_path_for(a.bank)});
+  refuse_output_equal_to_input(index_path_for(a.out), {a.bank, index_path_for(a.bank)},
+                               "the index of --out");
+  FileLock lock(a.out);
   const Bank bank = read_bank(a.bank);
   CompactReport r;
   Bank out = compact_bank(bank, a.options, &r);
@@ -180,7 +213,7 @@ void run_compact(const CompactArgs& a) {
     j["bank"] = a.bank;
     j["out"] = a.out;
     j["index"] = index_path_for(a.out);
-    std::cout << j.dump(2) << "\n";
+    std::cout << dump_json(j, 2) << "\n";
     return;
   }
   std::cout << "compacted " << a.bank << " by " << r.by << " (" << r.rule << " " << r.threshold

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/file_lock.h"
 #include "model/generate.h"
 #include "train/remember.h"
 #include "train/run_model.h"
@@ -45,6 +46,13 @@ void run_remember(const RememberArgs& a) {
   auto loaded = load_run_model(a.model);
   RememberOptions options = a.options;
   options.evict = !a.no_evict;
+  // Read, update, write: one writer at a time on the bank (and on --out), or an update is lost.
+  std::vector<std::string> targets{a.bank};
+  if (!a.out.empty()) {
+    refuse_output_equal_to_input(a.out, {a.text}, "--out");
+    targets.push_back(a.out);
+  }
+  const auto locks = lock_all(targets);
   const auto s = remember_file(loaded.model, *loaded.tokenizer, a.bank, a.text, options, a.out);
   const std::string out = a.out.empty() ? a.bank : a.out;
   std::printf(

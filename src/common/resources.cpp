@@ -11,3 +11,40 @@ int64_t peak_rss_bytes() {
 }
 
 }  // namespace kvtune
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <limits>
+
+#include "common/check.h"
+
+namespace kvtune {
+
+int64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return 0;
+  return static_cast<int64_t>(pages) * page;
+}
+
+int64_t checked_mul(int64_t a, int64_t b) {
+  if (a < 0 || b < 0) return -1;
+  if (a != 0 && b > std::numeric_limits<int64_t>::max() / a) return -1;
+  return a * b;
+}
+
+void check_fits_in_memory(int64_t bytes, const std::string& what, const std::string& fix) {
+  const int64_t have = physical_memory_bytes();
+  if (have <= 0) return;
+  if (bytes >= 0 && bytes <= have) return;
+  const auto gib = [](int64_t b) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.1f GiB", static_cast<double>(b) / (1 << 30));
+    return std::string(buf);
+  };
+  KVT_THROW(what, " needs ", bytes < 0 ? std::string("more than 2^63 bytes") : gib(bytes),
+            "; this machine has ", gib(have), " of memory: ", fix);
+}
+
+}  // namespace kvtune

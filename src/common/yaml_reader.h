@@ -73,7 +73,11 @@ class YamlReader {
   std::set<std::string> known_;
 };
 
-// Loads a YAML file; a missing file or a syntax error is a kvtune::Error naming the file.
+// Loads a YAML file; a missing file, a syntax error, a key repeated in one map, or more than one
+// YAML document is a kvtune::Error naming the file (and the line of a repeated key).
 YAML::Node load_yaml_file(const std::string& path);
+
+// As load_yaml_file, for text already in memory; `where` names it in messages.
+YAML::Node load_yaml_string(const std::string& text, const std::string& where);
 
 }  // namespace kvtune

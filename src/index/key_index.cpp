@@ -16,10 +16,13 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/portable_random.h"
+#include "index/index_check.h"
 
 namespace kvtune {
 namespace {
@@ -31,6 +34,10 @@ auto faiss_call(const std::string& what, F&& f) -> decltype(f()) {
     return f();
   } catch (const faiss::FaissException& e) {
     KVT_THROW(what, ": faiss: ", e.msg);
+  } catch (const std::bad_alloc&) {
+    KVT_THROW(what, ": out of memory (a size in the file may be corrupt)");
+  } catch (const std::length_error&) {
+    KVT_THROW(what, ": a size in the file is out of range (the file is corrupt)");
   }
 }
 
@@ -116,8 +123,7 @@ void KeyIndex::build(const float* keys, int64_t n) {
       std::iota(rows.begin(), rows.end(), 0);
       std::mt19937_64 rng(config_.seed);
       for (int64_t i = 0; i < want; ++i) {
-        std::uniform_int_distribution<int64_t> pick(i, n - 1);
-        std::swap(rows[i], rows[pick(rng)]);
+        std::swap(rows[i], rows[uniform_between(rng, i, n - 1)]);  // portable: same everywhere
       }
       std::sort(rows.begin(), rows.begin() + want);
       sample.resize(static_cast<size_t>(want * dim_));
@@ -194,10 +200,17 @@ void KeyIndex::save(const std::string& path) const {
 
 KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                         IndexConfig search_params) {
+  return load(path, keys, n, dim, std::move(search_params), nullptr);
+}
+
+KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
+                        IndexConfig search_params, StoredKeys* stored) {
   KVT_CHECK(std::filesystem::is_regular_file(path), "index file ", path, " does not exist");
   std::unique_ptr<faiss::Index> index(
       faiss_call("reading index " + path + " (not a faiss index, or truncated: rebuild it)",
                  [&] { return faiss::read_index(path.c_str()); }));
+  // faiss trusts the file: a corrupt neighbour id or list size would crash a later search.
+  validate_faiss_index(*index, "index " + path);
   KVT_CHECK(index->d == dim, "index ", path, " has dimension ", index->d,
             " but the bank's keys have ", dim, ": it belongs to another bank (rebuild it)");
   KVT_CHECK(index->ntotal == n, "index ", path, " holds ", index->ntotal,
@@ -205,6 +218,11 @@ KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, i
             " keys: it is stale or belongs to another bank (rebuild it)");
   KVT_CHECK(index->metric_type == faiss::METRIC_INNER_PRODUCT, "index ", path,
             " does not use the inner-product metric that kvtune's unit keys need (rebuild it)");
+  if (stored != nullptr) {
+    *stored = !stores_exact_vectors(*index)      ? StoredKeys::kUnknown
+              : keys_match(*index, keys, n, dim) ? StoredKeys::kMatch
+                                                 : StoredKeys::kDiffer;
+  }
   if (dynamic_cast<faiss::IndexFlat*>(index.get()) != nullptr) {
     search_params.factory = "Flat";
     KeyIndex flat(dim, search_params);

@@ -45,8 +45,15 @@ class KeyIndex {
   // faiss write_index / read_index, written atomically. A Flat index is saved as IndexFlatIP
   // (so any faiss reader can load it); loading one gives back a Flat KeyIndex over `keys`.
   void save(const std::string& path) const;
+  // The index's structure is validated (index/index_check.h) before it is returned: a corrupt
+  // file is a kvtune::Error, never a crash in a later search.
   static KeyIndex load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                        IndexConfig search_params);
+  // As above; `stored` (when not null) says whether the vectors the file stores are `keys`
+  // (kUnknown for lossy codes such as PQ, which cannot be compared).
+  enum class StoredKeys { kMatch, kDiffer, kUnknown };
+  static KeyIndex load(const std::string& path, const float* keys, int64_t n, int64_t dim,
+                       IndexConfig search_params, StoredKeys* stored);
 
  private:
   void apply_search_params();

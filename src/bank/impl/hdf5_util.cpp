@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -170,6 +171,46 @@ void sync_file(const std::string& path) {
   const int err = errno;
   ::close(fd);
   KVT_CHECK(rc == 0, "cannot sync ", path, " to disk: ", std::strerror(err));
+}
+
+H5::H5File create_memory_file() {
+  static std::atomic<int64_t> counter{0};
+  H5::FileAccPropList fapl;
+  KVT_CHECK(H5Pset_fapl_core(fapl.getId(), 1 << 20, /*backing_store=*/0) >= 0,
+            "HDF5: cannot select the in-memory driver");
+  const std::string name =
+      "kvtune-memory-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".h5";
+  return H5::H5File(name, H5F_ACC_TRUNC, H5::FileCreatPropList::DEFAULT, fapl);
+}
+
+void save_memory_file(H5::H5File& file, const std::string& path) {
+  file.flush(H5F_SCOPE_LOCAL);
+  const ssize_t size = H5Fget_file_image(file.getId(), nullptr, 0);
+  KVT_CHECK(size > 0, "cannot write ", path, ": HDF5 gave no file image");
+  std::string image(static_cast<size_t>(size), '\0');
+  KVT_CHECK(H5Fget_file_image(file.getId(), image.data(), image.size()) == size, "cannot write ",
+            path, ": HDF5 gave a short file image");
+  file.close();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  KVT_CHECK(fd >= 0, "cannot write ", path, ": ", std::strerror(errno),
+            ": check the folder is writable");
+  size_t done = 0;
+  while (done < image.size()) {
+    const ssize_t w = ::write(fd, image.data() + done, image.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = w < 0 ? errno : ENOSPC;
+      ::close(fd);
+      KVT_THROW("cannot write ", path, ": ", std::strerror(err), " after ", done, " of ",
+                image.size(), " bytes: check the folder has space");
+    }
+    done += static_cast<size_t>(w);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const int err = errno;
+  const bool closed = ::close(fd) == 0;
+  KVT_CHECK(synced && closed, "cannot write ", path, ": ", std::strerror(synced ? errno : err),
+            ": check the folder has space");
 }
 
 }  // namespace kvtune::detail

@@ -46,4 +46,14 @@ void write_dataset(H5::H5File& file, const std::string& name, const torch::Tenso
 // fsync: the renamed file must be on disk before it replaces the old one.
 void sync_file(const std::string& path);
 
+// A new HDF5 file held in memory (the core driver, no backing store). HDF5 never writes to disk
+// for it, so a full disk cannot fail inside HDF5, whose error path (a close that cannot flush)
+// crashed at exit (issue 18, case 2). The price: the file's image is held in memory once more
+// while it is written.
+H5::H5File create_memory_file();
+
+// Writes the image of a file from create_memory_file() to `path` with plain POSIX writes and
+// fsyncs it, then closes `file`. A failed write (ENOSPC, EFBIG) is a kvtune::Error naming `path`.
+void save_memory_file(H5::H5File& file, const std::string& path);
+
 }  // namespace kvtune::detail
