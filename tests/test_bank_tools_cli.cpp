@@ -130,6 +130,7 @@ TEST_F(BankTools, ExportCarriesTheModelsFingerprintAndLayer) {
   d.meta.model_fingerprint.clear();
   d.meta.memory_layer = -1;
   write_bank(legacy + "/domain_0.h5", d);
+  fs::remove(legacy + "/domain_0.faiss");  // bound to the bank it replaced: rebuilt from the keys
   auto old = load_run_bank(load_model(legacy), legacy, 0, "domain", &stamped);
   EXPECT_TRUE(stamped);
   EXPECT_EQ(old->bank().meta.model_fingerprint, *fingerprint_);
@@ -144,6 +145,7 @@ TEST_F(BankTools, ExportRefusesBanksOfAnotherRun) {
   Bank d = read_bank(foreign + "/domain_0.h5");
   d.meta.model_fingerprint = "0000000000000000";
   write_bank(foreign + "/domain_0.h5", d);
+  fs::remove(foreign + "/domain_0.faiss");  // bound to the bank it replaced: rebuilt from the keys
   EXPECT_THAT(error(foreign, 0), AllOf(HasSubstr("trained for model 0000000000000000"),
                                        HasSubstr("copied from another run")));
   d.meta.model_fingerprint = *fingerprint_;
@@ -253,8 +255,14 @@ TEST_F(BankTools, BadInputIsAClearErrorAndDamagesNothing) {
   const std::string index = read_bytes(file("good.faiss"));
   write_bytes(file("cut.faiss"), index.substr(0, index.size() / 3));
   write_tensors(file("q.h5"), {{"queries", torch::randn({2, 8})}});
-  expect_refused("bank query " + file("cut.h5") + " --queries " + file("q.h5"),
-                 "or truncated: rebuild it");
+  {
+    // Its own --out: a query output onto a bank file is refused before anything is read.
+    const auto r = kvtune("bank query " + file("cut.h5") + " --queries " + file("q.h5") +
+                          " --out " + file("cut_out.h5"));
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("or truncated: rebuild it"));
+    EXPECT_FALSE(fs::exists(file("cut_out.h5")));
+  }
 
   // Attaching: a bank for another model, or of other dims, is refused.
   const auto r = kvtune("eval --model " + model_dir() + " --data " + file("corpus.txt") +

@@ -94,6 +94,8 @@ TEST_F(BankTensorFile, WriteRefusesBadArgumentsAndKeepsTheOldFile) {
   EXPECT_TRUE(same_bits(read_tensor(path_, "old"), old));
 }
 
+// The file image (HDF5's in-memory driver) is written with plain POSIX calls: a failed write is
+// reported by that writer, and the old file stays.
 TEST_F(BankTensorFile, FailedHdf5WriteKeepsTheOldFile) {
   const torch::Tensor old = torch::arange(6, torch::kInt64);
   write_tensors(path_, {{"old", old}});
@@ -101,7 +103,7 @@ TEST_F(BankTensorFile, FailedHdf5WriteKeepsTheOldFile) {
   EXPECT_THAT(error_of([&] {
                 write_tensors(path_, {{"new", torch::zeros({3})}});
               }),
-              AllOf(HasSubstr("cannot write " + path_), HasSubstr("HDF5 error")));
+              AllOf(HasSubstr("cannot write " + path_), HasSubstr("Is a directory")));
   EXPECT_TRUE(same_bits(read_tensor(path_, "old"), old));
 }
 

@@ -47,6 +47,12 @@ std::string holder_of(int fd) {
 
 FileLock::FileLock(const std::string& target, double timeout_s) : lock_path_(target + ".lock") {
   if (timeout_s < 0) timeout_s = default_timeout();
+  {
+    const std::filesystem::path parent = std::filesystem::path(target).parent_path();
+    std::error_code ec;
+    KVT_CHECK(parent.empty() || std::filesystem::is_directory(parent, ec), "cannot write ", target,
+              ": folder ", parent.string(), " does not exist (create it first)");
+  }
   fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   KVT_CHECK(fd_ >= 0, "cannot open lock file ", lock_path_, " (", std::strerror(errno),
             "): check the folder is writable");
