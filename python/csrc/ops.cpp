@@ -8,6 +8,7 @@
 #include "attention/knn_attention.h"
 #include "bank_class.h"
 #include "errors.h"
+#include "model/model_io.h"
 #include "tensor_checks.h"
 
 namespace kvtune::python {
@@ -85,6 +86,13 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> knn_attention_op(
   return {r.output, r.ids, r.scores};
 }
 
+// The fingerprint of a kvtune model folder (model/model_io.h): what a bank made for that model
+// records (Bank.set_model) so that `kvtune eval --banks` attaches it. The folder is loaded and
+// validated as the CLI does; a bad one is a RuntimeError naming the file.
+std::string model_fingerprint_op(const std::string& model_dir) {
+  return model_fingerprint(load_model(model_dir).model);
+}
+
 }  // namespace
 }  // namespace kvtune::python
 
@@ -97,4 +105,5 @@ TORCH_LIBRARY(kvtune, m) {
       "Tensor? learned_scale=None, __torch__.torch.classes.kvtune.Bank?[]? banks=None, "
       "str[]? names=None) -> (Tensor output, Tensor ids, Tensor scores)",
       TORCH_FN(kvtune::python::knn_attention_op));
+  m.def("model_fingerprint(str model_dir) -> str", TORCH_FN(kvtune::python::model_fingerprint_op));
 }

@@ -22,5 +22,13 @@ from .attention import knn_attention  # noqa: E402
 from .bank import Bank  # noqa: E402
 from . import nn  # noqa: E402
 
+
+def model_fingerprint(model_dir):
+    """The fingerprint of the kvtune model folder `model_dir` (docs/model.md). A bank made for
+    that model records it with ``bank.set_model(kvtune.model_fingerprint(dir), layer)``, and
+    ``kvtune eval --model DIR --banks bank.h5`` then attaches the bank; another model refuses
+    it. A missing or invalid folder raises RuntimeError with the C++ message."""
+    return _torch.ops.kvtune.model_fingerprint(_os.fspath(model_dir))
+
 __version__ = "@PROJECT_VERSION@"
-__all__ = ["knn_attention", "Bank", "nn", "__version__"]
+__all__ = ["knn_attention", "Bank", "nn", "model_fingerprint", "__version__"]
