@@ -154,8 +154,8 @@ void run_compare(const CompareArgs& a) {
         args.push_back("--set");
         args.push_back(s);
       }
-      // An unfinished run of the same recipe continues from its checkpoint.
-      if (!a.rerun) args.push_back("--resume");
+      // An unfinished run of the same recipe continues from its checkpoint; --rerun replaces it.
+      args.push_back(a.rerun ? "--overwrite" : "--resume");
       std::printf("compare: %s: running", label.c_str());
       for (size_t i = 1; i < args.size(); ++i) std::printf(" %s", args[i].c_str());
       std::printf("\n");

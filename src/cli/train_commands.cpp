@@ -1,4 +1,4 @@
-// kvtune pretrain | finetune RECIPE [--set key=value]... [--out DIR] [--resume]
+// kvtune pretrain | finetune RECIPE [--set key=value]... [--out DIR] [--resume | --overwrite]
 #include <filesystem>
 #include <iostream>
 
@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 struct RunArgs {
   std::string recipe, out, configs;
   std::vector<std::string> sets;
-  bool resume = false;
+  bool resume = false, overwrite = false;
 };
 
 Recipe load(const RunArgs& a) {
@@ -53,7 +53,12 @@ CLI::App* add_run_command(CLI::App& app, const std::string& name, const std::str
   c->add_option("--set", a->sets, "Override a recipe key: --set train.steps=50 (repeatable)");
   c->add_option("--out", a->out, "Output folder (default: runs/NAME)");
   c->add_option("--configs", a->configs, "Folder of model and index configs");
-  c->add_flag("--resume", a->resume, "Continue from the output folder's last checkpoint");
+  c->add_flag("--resume", a->resume,
+              "Continue the run in the output folder from its last checkpoint (the recipe must "
+              "be the run's own; docs/training.md)");
+  c->add_flag("--overwrite", a->overwrite,
+              "Replace the run the output folder holds (its model, checkpoint, metrics, report)")
+      ->excludes("--resume");
   return c;
 }
 
@@ -128,7 +133,7 @@ void add_train_commands(CLI::App& app) {
       ->callback([pre] {
         const Recipe r = load(*pre);
         const auto dir = out_dir(*pre, r);
-        const auto o = pretrain(r, dir, pre->resume);
+        const auto o = pretrain(r, dir, pre->resume, pre->overwrite);
         std::printf("pretrained %s: %lld steps in %.1f s (%.0f tokens/s) -> %s/model\n",
                     r.name.c_str(), static_cast<long long>(o.steps), o.seconds, o.tokens_per_second,
                     dir.c_str());
@@ -138,7 +143,7 @@ void add_train_commands(CLI::App& app) {
       ->callback([fine] {
         const Recipe r = load(*fine);
         const auto dir = out_dir(*fine, r);
-        const auto o = finetune(r, dir, fine->resume, domain_metrics_for(r));
+        const auto o = finetune(r, dir, fine->resume, domain_metrics_for(r), fine->overwrite);
         std::printf("fine-tuned %s (method %s): %lld steps in %.1f s, %lld trainable parameters\n",
                     r.name.c_str(), r.method.c_str(), static_cast<long long>(o.train.steps),
                     o.train.seconds, static_cast<long long>(o.train.trainable_parameters));

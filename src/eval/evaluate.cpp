@@ -6,6 +6,7 @@
 #include "data/corpus.h"
 #include "data/text_data.h"
 #include "eval/facts.h"
+#include "model/batch_memory.h"
 
 namespace kvtune {
 
@@ -13,6 +14,8 @@ void validate_eval_request(const EvalRequest& request, const TransformerLM& mode
   KVT_CHECK(!request.sets.empty(),
             "no evaluation set: give --data NAME|PATH (a corpus name such as foldoc, or a .txt or "
             ".jsonl file)");
+  KVT_CHECK(request.sets.size() <= 1000, "--data names ", request.sets.size(),
+            " sets; the limit is 1000: concatenate the texts into a few .txt or .jsonl files");
   for (const auto& set : request.sets) check_corpus_available(set, "--data");
   const auto& d = request.data;
   KVT_CHECK(d.held_out_fraction > 0 && d.held_out_fraction < 1,
@@ -24,6 +27,12 @@ void validate_eval_request(const EvalRequest& request, const TransformerLM& mode
   KVT_CHECK(request.batches >= 0, "batches must be >= 0 (0 = the whole set), got ",
             request.batches);
   KVT_CHECK(request.batch_size >= 1, "batch size must be >= 1, got ", request.batch_size);
+  // Without gradients one layer's activations are alive at a time.
+  ModelConfig one_layer = model->config();
+  one_layer.n_layers = 1;
+  check_batch_fits(one_layer, request.batch_size, d.seq_len,
+                   "evaluation batch size " + std::to_string(request.batch_size),
+                   "lower --batch-size");
 }
 
 nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,

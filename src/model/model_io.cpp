@@ -1,7 +1,12 @@
 #include "model/model_io.h"
 
+#include <zlib.h>
+
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "bank/indexed_bank.h"
 #include "common/atomic_file.h"
@@ -40,6 +45,80 @@ class Fnv1a64 {
   uint64_t hash_ = 0xcbf29ce484222325ULL;
 };
 
+// CRC-32 (zlib) and size of a file, read in 1 MiB pieces.
+struct FileSum {
+  uint64_t bytes = 0;
+  std::string crc32;
+};
+
+FileSum file_sum(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  KVT_CHECK(in.good(), "cannot read ", path, " to check it");
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  FileSum sum;
+  std::string buf(1 << 20, '\0');
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    if (got == 0) break;
+    crc = ::crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
+    sum.bytes += got;
+  }
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08lx", static_cast<unsigned long>(crc));
+  sum.crc32 = hex;
+  return sum;
+}
+
+// The files of a model folder whose checksums are kept: the weights (the banks carry their own
+// checks, and `remember` may rewrite them).
+const char* const kSummedFiles[] = {kModelWeightsFile};
+
+void write_checksums(const std::string& dir) {
+  nlohmann::json files = nlohmann::json::object();
+  for (const char* name : kSummedFiles) {
+    const FileSum sum = file_sum(in_dir(dir, name));
+    files[name] = {{"bytes", sum.bytes}, {"crc32", sum.crc32}};
+  }
+  const nlohmann::json j = {{"format_version", 1}, {"files", files}};
+  write_file_atomic(in_dir(dir, kModelChecksumsFile), j.dump(2) + "\n");
+}
+
+// Folders written before checksums were kept have no checksums.json: they are read unchecked
+// (load_module_state still refuses non-finite weights).
+void verify_checksums(const std::string& dir) {
+  const std::string path = in_dir(dir, kModelChecksumsFile);
+  if (!fs::exists(path)) return;
+  nlohmann::json j;
+  try {
+    std::ifstream in(path);
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    KVT_THROW(path, " is not valid JSON (", e.what(), "): the model folder is damaged; save the ",
+              "model again, or delete the file to load it unchecked");
+  }
+  KVT_CHECK(j.is_object() && j.value("format_version", 0) == 1 && j.contains("files") &&
+                j["files"].is_object(),
+            path, ": not a kvtune checksums file of format version 1");
+  for (const auto& [name, entry] : j["files"].items()) {
+    KVT_CHECK(name.find('/') == std::string::npos && name != ".." && entry.is_object() &&
+                  entry.contains("bytes") && entry["bytes"].is_number_unsigned() &&
+                  entry.contains("crc32") && entry["crc32"].is_string(),
+              path, ": entry '", name, "' is malformed (expected {\"bytes\": N, \"crc32\": hex})");
+    const std::string file = in_dir(dir, name);
+    KVT_CHECK(fs::is_regular_file(file), dir, " has no ", name, " but ", kModelChecksumsFile,
+              " lists it: the model folder is incomplete");
+    const FileSum sum = file_sum(file);
+    KVT_CHECK(sum.bytes == entry["bytes"].get<uint64_t>() &&
+                  sum.crc32 == entry["crc32"].get<std::string>(),
+              file, " does not match its checksum (", sum.bytes, " bytes, crc32 ", sum.crc32,
+              "; saved: ", entry["bytes"].get<uint64_t>(), " bytes, crc32 ",
+              entry["crc32"].get<std::string>(),
+              "): the file was damaged or changed after it was saved; restore it or train the "
+              "model again");
+  }
+}
+
 }  // namespace
 
 std::string base_bank_file(int64_t memory_layer) {
@@ -69,6 +148,7 @@ void save_model(const std::string& dir, const TransformerLM& model, const ModelC
                     "# kvtune model config (written by save_model)\n" + to_yaml_string(config));
   tokenizer.save(in_dir(dir, kTokenizerFile));
   save_module_state(*model, in_dir(dir, kModelWeightsFile));
+  write_checksums(dir);
   for (size_t i = 0; i < layers.size(); ++i) {
     layers[i]->banks().front()->save(in_dir(dir, base_bank_file(static_cast<int64_t>(i))));
   }
@@ -88,6 +168,7 @@ LoadedModel load_model(const std::string& dir) {
   KVT_CHECK(loaded.tokenizer->vocab_size() <= loaded.config.vocab_size, dir, ": the tokenizer has ",
             loaded.tokenizer->vocab_size(), " tokens but config.yaml has vocab_size ",
             loaded.config.vocab_size);
+  verify_checksums(dir);
   loaded.model = TransformerLM(loaded.config);
   load_module_state(*loaded.model, in_dir(dir, kModelWeightsFile));
 

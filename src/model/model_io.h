@@ -2,6 +2,7 @@
 //   config.yaml      the ModelConfig (to_yaml)
 //   tokenizer.json   the tokenizer (Tokenizer::save)
 //   model.pt         every transformer parameter and buffer by name (save_module_state)
+//   checksums.json   size and CRC-32 of model.pt: a damaged or altered file is refused
 //   bank_<i>.h5      the base bank of memory layer i (i = 0, 1, ... in block order)
 //   bank_<i>.faiss   its index (IndexedBank::save)
 #pragma once
@@ -21,6 +22,7 @@ namespace kvtune {
 inline constexpr const char* kModelConfigFile = "config.yaml";
 inline constexpr const char* kTokenizerFile = "tokenizer.json";
 inline constexpr const char* kModelWeightsFile = "model.pt";
+inline constexpr const char* kModelChecksumsFile = "checksums.json";
 // "bank_<i>.h5" (its index: "bank_<i>.faiss").
 std::string base_bank_file(int64_t memory_layer);
 
@@ -36,7 +38,8 @@ struct LoadedModel {
 void save_model(const std::string& dir, const TransformerLM& model, const ModelConfig& config,
                 const Tokenizer& tokenizer);
 
-// Errors name the folder or file: missing ones, a config that does not match the saved tensors
+// Errors name the folder or file: missing ones, weights that do not match checksums.json or
+// hold non-finite values, a config that does not match the saved tensors
 // (tensor name and both shapes), a bank whose dims do not match its memory layer.
 LoadedModel load_model(const std::string& dir);
 

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include "common/atomic_file.h"
 #include "common/check.h"
@@ -26,6 +27,10 @@ void read_tensor_into(torch::serialize::InputArchive& archive, const std::string
             " in the model built from the config: the config does not match the saved weights");
   KVT_CHECK(stored.scalar_type() == target.scalar_type(), path, ": tensor '", name, "' has dtype ",
             stored.scalar_type(), " in the file but ", target.scalar_type(), " in the model");
+  KVT_CHECK(!stored.is_floating_point() || torch::isfinite(stored).all().item<bool>(), path,
+            ": tensor '", name,
+            "' holds non-finite values (NaN or infinity): the file is damaged, "
+            "or it was saved from a run that diverged");
   torch::NoGradGuard no_grad;
   target.copy_(stored);
 }
@@ -67,9 +72,11 @@ void save_module_state(const torch::nn::Module& module, const std::string& path)
   torch::serialize::OutputArchive archive;
   module.save(archive);
   archive.write(kVersionKey, c10::IValue(kModuleStateFormatVersion));
-  AtomicOutput out(path);
-  archive.save_to(out.temp_path());
-  out.commit();
+  // To memory first: libtorch's file writer finishes the file in its destructor, and a full
+  // disk there terminates the process. write_file_atomic fails cleanly instead.
+  std::ostringstream image;
+  archive.save_to(image);
+  write_file_atomic(path, image.str());
 }
 
 void load_module_state(torch::nn::Module& module, const std::string& path) {

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attention/estimator.h"
 #include "common/check.h"
 #include "data/corpus.h"
 #include "index/index_config_yaml.h"
+#include "model/batch_memory.h"
 #include "model/model_config_yaml.h"
 #include "train/impl/recipe_checks.h"
 #include "train/method.h"
@@ -22,6 +24,17 @@ namespace {
 using impl::check_non_negative;
 using impl::check_one_of;
 using impl::check_positive;
+
+// Most corpora one data list may name (each is opened and split; a longer list is a mistake, and
+// 1.6 million names took hours before this check).
+constexpr size_t kMaxCorpusList = 1000;
+
+// Most threads a run may ask for: four per hardware thread (more only adds contention, and
+// 100000 threads hung the machine).
+int64_t max_threads() {
+  const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
+  return 4 * std::max<int64_t>(hw, 1);
+}
 
 // What finetune loads from a pretrained run folder (the trainer's load_model(base/model)).
 constexpr const char* kBaseModelConfig = "model/config.yaml";
@@ -53,6 +66,12 @@ void check_data(const Recipe& r, const std::string& where) {
             " but model '", r.model_config.name, "' has max_seq_len ", r.model_config.max_seq_len,
             ": lower data.seq_len to at most ", r.model_config.max_seq_len);
   check_non_negative(where, "data.max_entries", d.max_entries, "all entries");
+  for (const auto* list : {&d.general, &d.domain_mix}) {
+    KVT_CHECK(list->size() <= kMaxCorpusList, where, ": key 'data.",
+              list == &d.general ? "general" : "domain_mix", "' lists ", list->size(),
+              " corpora; the limit is ", kMaxCorpusList,
+              ": concatenate the texts into a few .txt or .jsonl files");
+  }
   for (size_t i = 0; i < d.general.size(); ++i) {
     check_corpus_available(d.general[i], where + ": key 'data.general'");
   }
@@ -78,6 +97,11 @@ void check_optim_and_train(const Recipe& r, const std::string& where) {
   check_non_negative(where, "train.log_every", t.log_every, "no progress lines");
   check_non_negative(where, "train.eval_batches", t.eval_batches, "the whole held-out set");
   check_non_negative(where, "train.threads", t.threads, "all cores");
+  KVT_CHECK(t.threads <= max_threads(), where, ": key 'train.threads' is ", t.threads,
+            "; the limit is ", max_threads(), " (4 per hardware thread): use 0 for all cores");
+  check_batch_fits(r.model_config, t.batch_size, r.data.seq_len,
+                   where + ": key 'train.batch_size' = " + std::to_string(t.batch_size),
+                   "lower train.batch_size (or data.seq_len)");
   check_one_of(where, "train.device", t.device, {"cpu", "cuda"});
 #ifndef KVTUNE_WITH_CUDA
   KVT_CHECK(t.device != "cuda", where,

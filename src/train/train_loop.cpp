@@ -1,6 +1,7 @@
 #include "train/train_loop.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -133,6 +134,12 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
     dense_opt.zero_grad();
     if (row_opt) row_opt->zero_grad();
     auto loss = lm_loss(s.model, batch);
+    // A diverged run stops here, before its non-finite state reaches a checkpoint or the model
+    // folder: what was saved before (checkpoints of earlier steps) stays as it was.
+    const double step_loss = loss.item<double>();
+    KVT_CHECK(std::isfinite(step_loss), "training diverged: the loss at step ", step + 1, " is ",
+              step_loss, "; nothing of this run was saved past its last checkpoint. Lower optim.lr",
+              " (", o.lr, ") or optim.bank_lr (", o.bank_lr, "), or set optim.grad_clip");
     loss.backward();
     if (s.after_backward) s.after_backward(step);
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s.dense, o.grad_clip);
@@ -154,7 +161,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
         bank->after_update(key_rows);
       }
     }
-    loss_value = loss.item<double>();
+    loss_value = step_loss;
     progress.update(step, loss_value, batch.size(0) * (batch.size(1) - 1));
     if ((step + 1) % std::max<int64_t>(1, t.log_every) == 0 || step + 1 == t.steps) {
       log.write({{"step", step + 1},

@@ -16,16 +16,12 @@
 #include "train/learned_scale.h"
 #include "train/method.h"
 #include "train/recipe_io.h"
+#include "train/run_folder.h"
 
 namespace kvtune {
 namespace fs = std::filesystem;
 
 namespace {
-
-void prepare_out_dir(const Recipe& r, const std::string& out_dir) {
-  fs::create_directories(out_dir);
-  save_resolved_recipe(r, (fs::path(out_dir) / "recipe.yaml").string());
-}
 
 EvalPair evaluate_pair(TransformerLM& model, const LmDataset& domain, const LmDataset& general,
                        const TrainConfig& t, const torch::Tensor& token_bytes) {
@@ -35,12 +31,12 @@ EvalPair evaluate_pair(TransformerLM& model, const LmDataset& domain, const LmDa
 
 }  // namespace
 
-TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) {
+TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, bool overwrite) {
   KVT_CHECK(r.mode == "pretrain", "recipe '", r.name, "' has mode '", r.mode,
             "': use `kvtune finetune` for it");
   set_num_threads(r.train.threads);
   torch::manual_seed(r.train.seed);
-  prepare_out_dir(r, out_dir);
+  const auto lock = open_run_folder(r, out_dir, resume, overwrite);
   ByteTokenizer tokenizer;
   const auto data = load_split(r.data.general, r.data, tokenizer);
 
@@ -85,13 +81,14 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume) 
 }
 
 FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resume,
-                         const DomainMetricsFn& domain_metrics) {
+                         const DomainMetricsFn& domain_metrics, bool overwrite) {
   KVT_CHECK(r.mode == "finetune", "recipe '", r.name, "' has mode '", r.mode,
             "': use `kvtune pretrain` for it");
   set_num_threads(r.train.threads);
   torch::manual_seed(r.train.seed);
-  prepare_out_dir(r, out_dir);
+  // The base first: a base that does not load must not cost an --overwrite its old run.
   auto loaded = load_model((fs::path(r.base) / "model").string());
+  const auto lock = open_run_folder(r, out_dir, resume, overwrite);
   const Tokenizer& tokenizer = *loaded.tokenizer;
   const auto domain = load_split({r.data.domain}, r.data, tokenizer);
   const auto general = load_split(r.data.general, r.data, tokenizer);

@@ -1,7 +1,8 @@
 // Pretraining and fine-tuning runs: what `kvtune pretrain` and `kvtune finetune` execute.
 // A run writes into its output folder: model/ (model folder, and what the method saves beside
 // it), checkpoint.pt (atomic, every train.checkpoint_every steps; --resume continues from it),
-// metrics.jsonl, recipe.yaml (the resolved recipe) and, for fine-tuning, report.json/.md.
+// metrics.jsonl, recipe.yaml (the resolved recipe) and, for fine-tuning, report.json/.md;
+// run.lock is its writer lock (run_folder.h).
 // The pieces: train_loop.h (loop, evaluations), checkpoint.h, lr_schedule.h, learned_scale.h,
 // method.h (what each method trains and saves), domain_bank_init.h, run_report.h.
 #pragma once
@@ -37,10 +38,13 @@ struct FinetuneOutcome {
 // model in eval mode.
 using DomainMetricsFn = std::function<nlohmann::json(TransformerLM&, const Tokenizer&)>;
 
-TrainOutcome pretrain(const Recipe& recipe, const std::string& out_dir, bool resume);
+// The output folder is opened with open_run_folder (run_folder.h): `resume` continues the run
+// there, `overwrite` replaces it; a folder holding a run is refused without either.
+TrainOutcome pretrain(const Recipe& recipe, const std::string& out_dir, bool resume,
+                      bool overwrite = false);
 
 // Writes report.json and report.md (the same, as a table) into out_dir when training completes.
 FinetuneOutcome finetune(const Recipe& recipe, const std::string& out_dir, bool resume,
-                         const DomainMetricsFn& domain_metrics = {});
+                         const DomainMetricsFn& domain_metrics = {}, bool overwrite = false);
 
 }  // namespace kvtune

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "common/check.h"
+#include "common/resources.h"
 #include "index/index_config_yaml.h"
 #include "model/model_io.h"
 #include "train/domain_bank_init.h"
@@ -29,6 +30,13 @@ class MemoryMethod : public Method {
     const DomainBankConfig& b = r.domain_bank;
     const MemoryConfig& m = r.model_config.memory;
     check_positive(where, "domain_bank.size", b.size);
+    // Keys and values, their gradients and two Adam moments: 4 floats per element.
+    check_fits_in_memory(checked_mul(checked_mul(b.size, m.key_dim + m.value_dim), 16),
+                         where + ": key 'domain_bank.size' = " + std::to_string(b.size) +
+                             " (keys, values, "
+                             "their gradients and Adam state, dims " +
+                             std::to_string(m.key_dim) + " + " + std::to_string(m.value_dim) + ")",
+                         "lower domain_bank.size");
     KVT_CHECK(b.size >= m.attention.k, where, ": key 'domain_bank.size' is ", b.size,
               ", fewer slots than the model's memory.k = ", m.attention.k,
               " keys retrieved per query: use at least ", m.attention.k, " slots");
