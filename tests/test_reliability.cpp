@@ -9,8 +9,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 
 #include "bank/bank_io.h"
@@ -20,9 +22,11 @@
 #include "cli_test_util.h"
 #include "common/check.h"
 #include "common/file_lock.h"
+#include "common/isolated_call.h"
 #include "common/portable_random.h"
 #include "common/utf8.h"
 #include "common/yaml_reader.h"
+#include "data/lm_dataset.h"
 #include "index/index_check.h"
 #include "index/key_index.h"
 #include "model/byte_tokenizer.h"
@@ -36,6 +40,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::error_of;
 using test::kvtune;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -486,11 +491,59 @@ TEST(PortableDraws, MatchAReferenceComputation) {
   EXPECT_EQ(uniform_between(rng, 10, 19), 15);
 }
 
+// The language-model dataset's training batches use the portable draws: each row starts where
+// a reference computation of rejection sampling over the engine's raw output says.
+TEST(PortableDraws, TrainingBatchesStartWhereTheReferenceDrawsSay) {
+  std::vector<int64_t> doc(1000);
+  std::iota(doc.begin(), doc.end(), 0);  // token i at position i: a row's first token is its start
+  const int64_t seq_len = 16, batch = 8;
+  const LmDataset data({doc}, seq_len);
+  for (const auto& [seed, step] : {std::pair<uint64_t, int64_t>{1, 0}, {3, 17}}) {
+    const auto rows = data.train_batch(batch, seed, step);
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step));
+    const uint64_t range = 1000 - seq_len;  // starts 0 .. 1000 - seq_len - 1
+    const uint64_t limit = UINT64_MAX - UINT64_MAX % range;
+    for (int64_t b = 0; b < batch; ++b) {
+      uint64_t x = rng();
+      while (x >= limit) x = rng();
+      const auto expected = static_cast<int64_t>(x % range);
+      EXPECT_EQ(rows[b][0].item<int64_t>(), expected) << "seed " << seed << " row " << b;
+      EXPECT_EQ(rows[b][seq_len].item<int64_t>(), expected + seq_len);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvtune
 
 namespace kvtune {
 namespace {
+
+// HDF5 reads user files in a child process: a crash there is an error here, not a crash; the
+// child's own errors come back with their message; results come back byte for byte.
+TEST(IsolatedCall, ACrashInTheChildIsAnErrorAndResultsComeBack) {
+  EXPECT_THAT(error_of([] {
+                isolated_call(
+                    []() -> std::string {
+                      std::raise(SIGSEGV);
+                      return "unreachable";
+                    },
+                    "bank x.h5");
+              }),
+              AllOf(HasSubstr("bank x.h5 could not be read: the library reading it crashed (signal "
+                              "11"),
+                    HasSubstr("the file is damaged")));
+  EXPECT_THAT(error_of([] { isolated_call([]() -> std::string { ::_exit(0); }, "bank y.h5"); }),
+              HasSubstr("crashed (exit status 0)"));
+  EXPECT_EQ(error_of([] {
+              isolated_call([]() -> std::string { KVT_THROW("x.h5: /keys row 3 has norm 2"); },
+                            "bank x.h5");
+            }),
+            "x.h5: /keys row 3 has norm 2");
+  std::string big(3 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);
+  EXPECT_EQ(isolated_call([&] { return big; }, "big"), big);
+}
 
 // Inputs that once crashed a fuzz harness (tests/fuzz/regressions/): the same readers in the
 // normal build refuse each one with a kvtune::Error or read it, never crash.

@@ -12,6 +12,7 @@
 #include "bank/impl/hdf5_util.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/isolated_call.h"
 #include "common/resources.h"
 #include "common/utf8.h"
 
@@ -268,55 +269,10 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
   return bank;
 }
 
-}  // namespace
-
-Bank read_bank(const std::string& path) {
-  H5::Exception::dontPrint();
-  const H5::H5File file = detail::open_hdf5_read(path, "bank");
-  Bank bank;
-  try {
-    bank = read_bank_contents(file, path);
-  } catch (const H5::Exception& e) {
-    KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e),
-              "): the file may be damaged; write it again or restore a copy");
-  }
-  // Non-unit keys are refused, never normalized here: that would change the scores the bank was
-  // trained with.
-  validate_bank(bank, path);
-  return bank;
-}
-
-std::optional<std::string> read_bank_index_id(const std::string& path) {
-  H5::Exception::dontPrint();
-  try {
-    detail::check_hdf5_file(path, "bank");
-    const H5::H5File f(path, H5F_ACC_RDONLY);
-    return read_string_attr(f, path, "index_id").value_or("");
-  } catch (const H5::Exception&) {
-    return std::nullopt;
-  } catch (const Error&) {
-    return std::nullopt;
-  }
-}
-
-bool is_bank_file(const std::string& path) {
-  H5::Exception::dontPrint();
-  try {
-    detail::check_hdf5_file(path, "bank");
-    const H5::H5File f(path, H5F_ACC_RDONLY);
-    return f.attrExists("format_version");
-  } catch (const H5::Exception&) {
-    return false;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-void write_bank(const std::string& path, const Bank& bank) {
-  write_bank(path, bank, "");
-}
-
-void write_bank(const std::string& path, const Bank& bank, const std::string& index_id) {
+// The bank as the bytes of an HDF5 file (the current layout), built in memory: write_bank writes
+// them out, read_bank's child sends them back. `path` names the destination in messages.
+std::string bank_file_image(const Bank& bank, const std::string& index_id,
+                            const std::string& path) {
   const BankMeta& m = bank.meta;
   const std::string where = "cannot write bank '" + m.name + "' to " + path;
   validate_bank(bank, where);
@@ -336,7 +292,6 @@ void write_bank(const std::string& path, const Bank& bank, const std::string& in
   const auto host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous(); };
 
   H5::Exception::dontPrint();
-  AtomicOutput out(path);
   try {
     H5::H5File f = detail::create_memory_file();  // written out below: no HDF5 disk I/O
     // Always the current layout, whatever version the bank was read from.
@@ -367,12 +322,112 @@ void write_bank(const std::string& path, const Bank& bank, const std::string& in
     detail::write_dataset(f, "slot_ids", host(bank.slot_ids));
     detail::write_dataset(f, "usage", host(bank.usage));
     if (bank.origin.defined()) write_origin(f, bank.origin);
-    detail::save_memory_file(f, out.temp_path());
+    return detail::memory_file_image(f, path);
   } catch (const H5::Exception& e) {
-    KVT_THROW("cannot write bank ", path, ": HDF5 error writing ", out.temp_path(), " (",
-              detail::hdf5_error_detail(e), "): check the folder is writable and has space");
+    KVT_THROW("cannot write bank ", path, ": HDF5 error building the file (",
+              detail::hdf5_error_detail(e), ")");
   }
-  detail::sync_file(out.temp_path());
+}
+
+// The bank's file read and checked here, in this process. Only inside isolated_call.
+Bank read_bank_direct(const std::string& path) {
+  H5::Exception::dontPrint();
+  const H5::H5File file = detail::open_hdf5_read(path, "bank");
+  Bank bank;
+  try {
+    bank = read_bank_contents(file, path);
+  } catch (const H5::Exception& e) {
+    KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e),
+              "): the file may be damaged; write it again or restore a copy");
+  }
+  // Non-unit keys are refused, never normalized here: that would change the scores the bank was
+  // trained with.
+  validate_bank(bank, path);
+  return bank;
+}
+
+}  // namespace
+
+// HDF5 reads the user's file in a child process (common/isolated_call.h); the child sends back
+// the validated bank as a file image kvtune itself wrote, which this process reads.
+Bank read_bank(const std::string& path) {
+  // "<format version of the file>\n<image>": the image is always the current layout.
+  std::string answer = isolated_call(
+      [&] {
+        const Bank bank = read_bank_direct(path);
+        return std::to_string(bank.meta.format_version) + "\n" + bank_file_image(bank, "", path);
+      },
+      "bank " + path);
+  const size_t newline = answer.find('\n');
+  KVT_CHECK(newline != std::string::npos && newline > 0 && newline < 10, path,
+            ": internal error: malformed answer of the bank reader");
+  const int version = std::stoi(answer.substr(0, newline));
+  answer.erase(0, newline + 1);
+  H5::Exception::dontPrint();
+  try {
+    H5::H5File file = detail::open_memory_image(answer);
+    Bank bank = read_bank_contents(file, path);
+    bank.meta.format_version = version;
+    return bank;
+  } catch (const H5::Exception& e) {
+    KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e), ")");
+  }
+}
+
+std::optional<std::string> read_bank_index_id(const std::string& path) {
+  // "-": not readable; otherwise the id ("" when none is recorded).
+  std::string id;
+  try {
+    id = isolated_call(
+        [&]() -> std::string {
+          H5::Exception::dontPrint();
+          try {
+            detail::check_hdf5_file(path, "bank");
+            const H5::H5File f(path, H5F_ACC_RDONLY);
+            return read_string_attr(f, path, "index_id").value_or("");
+          } catch (const H5::Exception&) {
+            return "-";
+          } catch (const Error&) {
+            return "-";
+          }
+        },
+        "bank " + path);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  if (id == "-") return std::nullopt;
+  return id;
+}
+
+bool is_bank_file(const std::string& path) {
+  try {
+    return isolated_call(
+               [&]() -> std::string {
+                 H5::Exception::dontPrint();
+                 try {
+                   detail::check_hdf5_file(path, "bank");
+                   const H5::H5File f(path, H5F_ACC_RDONLY);
+                   return f.attrExists("format_version") ? "1" : "0";
+                 } catch (const H5::Exception&) {
+                   return "0";
+                 } catch (const Error&) {
+                   return "0";
+                 }
+               },
+               "bank " + path) == "1";
+  } catch (const Error&) {
+    return false;  // HDF5 crashed on it: not a bank kvtune can read
+  }
+}
+
+void write_bank(const std::string& path, const Bank& bank) {
+  write_bank(path, bank, "");
+}
+
+void write_bank(const std::string& path, const Bank& bank, const std::string& index_id) {
+  AtomicOutput out(path);
+  const std::string image = bank_file_image(bank, index_id, path);
+  write_file_bytes(out.temp_path(), image);
   out.commit();
 }
 

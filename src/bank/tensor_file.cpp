@@ -2,11 +2,13 @@
 
 #include <H5Cpp.h>
 
+#include <cstring>
 #include <set>
 
 #include "bank/impl/hdf5_util.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/isolated_call.h"
 
 namespace kvtune {
 
@@ -21,9 +23,47 @@ bool supported(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kFloat64 || t == torch::kInt64;
 }
 
+// The tensor as bytes: dtype (int8), rank (int8), the sizes (int64 each), the contiguous data.
+std::string tensor_bytes(const torch::Tensor& t) {
+  const auto c = t.contiguous();
+  std::string out;
+  out.push_back(static_cast<char>(c.scalar_type()));
+  out.push_back(static_cast<char>(c.dim()));
+  for (const int64_t size : c.sizes()) out.append(reinterpret_cast<const char*>(&size), 8);
+  out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return out;
+}
+
+torch::Tensor tensor_from_bytes(const std::string& b, const std::string& path) {
+  KVT_CHECK(b.size() >= 2, path, ": internal error: malformed answer of the tensor reader");
+  const auto dtype = static_cast<torch::ScalarType>(b[0]);
+  const int rank = b[1];
+  KVT_CHECK(supported(dtype) && (rank == 1 || rank == 2) && b.size() >= 2 + 8u * rank, path,
+            ": internal error: malformed answer of the tensor reader");
+  std::vector<int64_t> sizes(rank);
+  std::memcpy(sizes.data(), b.data() + 2, 8u * rank);
+  auto t = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
+  KVT_CHECK(b.size() == 2 + 8u * rank + t.nbytes(), path,
+            ": internal error: malformed answer of the tensor reader");
+  std::memcpy(t.data_ptr(), b.data() + 2 + 8 * rank, t.nbytes());
+  return t;
+}
+
+torch::Tensor read_tensor_direct(const std::string& path, const std::string& name);
+
 }  // namespace
 
+// HDF5 reads the user's file in a child process (common/isolated_call.h).
 torch::Tensor read_tensor(const std::string& path, const std::string& name) {
+  return tensor_from_bytes(
+      isolated_call([&] { return tensor_bytes(read_tensor_direct(path, name)); },
+                    "tensor file " + path),
+      path);
+}
+
+namespace {
+
+torch::Tensor read_tensor_direct(const std::string& path, const std::string& name) {
   const std::string key = strip_root(name);
   KVT_CHECK(!key.empty(), "tensor file ", path, ": empty dataset name: give one, e.g. /queries");
   H5::Exception::dontPrint();
@@ -53,6 +93,8 @@ torch::Tensor read_tensor(const std::string& path, const std::string& name) {
               "): the file may be damaged");
   }
 }
+
+}  // namespace
 
 void write_tensors(const std::string& path,
                    const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {

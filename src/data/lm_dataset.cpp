@@ -3,6 +3,7 @@
 #include <random>
 
 #include "common/check.h"
+#include "common/portable_random.h"
 
 namespace kvtune {
 
@@ -19,9 +20,10 @@ torch::Tensor LmDataset::train_batch(int64_t batch, uint64_t seed, int64_t step)
   auto out = torch::empty({batch, seq_len_ + 1}, torch::kInt64);
   auto* o = out.data_ptr<int64_t>();
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step));
-  std::uniform_int_distribution<int64_t> start(0, num_tokens() - seq_len_ - 1);
+  // Portable draws (common/portable_random.h): the same batches with every standard library.
+  const int64_t last_start = num_tokens() - seq_len_ - 1;
   for (int64_t b = 0; b < batch; ++b) {
-    const int64_t s = start(rng);
+    const int64_t s = uniform_between(rng, 0, last_start);
     std::copy_n(stream_.begin() + s, seq_len_ + 1, o + b * (seq_len_ + 1));
   }
   return out;

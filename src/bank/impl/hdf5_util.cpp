@@ -183,7 +183,7 @@ H5::H5File create_memory_file() {
   return H5::H5File(name, H5F_ACC_TRUNC, H5::FileCreatPropList::DEFAULT, fapl);
 }
 
-void save_memory_file(H5::H5File& file, const std::string& path) {
+std::string memory_file_image(H5::H5File& file, const std::string& path) {
   file.flush(H5F_SCOPE_LOCAL);
   const ssize_t size = H5Fget_file_image(file.getId(), nullptr, 0);
   KVT_CHECK(size > 0, "cannot write ", path, ": HDF5 gave no file image");
@@ -191,6 +191,22 @@ void save_memory_file(H5::H5File& file, const std::string& path) {
   KVT_CHECK(H5Fget_file_image(file.getId(), image.data(), image.size()) == size, "cannot write ",
             path, ": HDF5 gave a short file image");
   file.close();
+  return image;
+}
+
+H5::H5File open_memory_image(const std::string& image) {
+  static std::atomic<int64_t> counter{0};
+  H5::FileAccPropList fapl;
+  KVT_CHECK(H5Pset_fapl_core(fapl.getId(), 1 << 20, /*backing_store=*/0) >= 0 &&
+                H5Pset_file_image(fapl.getId(), const_cast<char*>(image.data()), image.size()) >= 0,
+            "HDF5: cannot open a file image in memory");
+  const std::string name =
+      "kvtune-image-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".h5";
+  return H5::H5File(name, H5F_ACC_RDONLY, H5::FileCreatPropList::DEFAULT, fapl);
+}
+
+void save_memory_file(H5::H5File& file, const std::string& path) {
+  const std::string image = memory_file_image(file, path);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   KVT_CHECK(fd >= 0, "cannot write ", path, ": ", std::strerror(errno),
             ": check the folder is writable");

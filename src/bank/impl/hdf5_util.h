@@ -56,4 +56,11 @@ H5::H5File create_memory_file();
 // fsyncs it, then closes `file`. A failed write (ENOSPC, EFBIG) is a kvtune::Error naming `path`.
 void save_memory_file(H5::H5File& file, const std::string& path);
 
+// The finished image of a memory file (create_memory_file), which is closed; `path` names the
+// file it is for, in messages.
+std::string memory_file_image(H5::H5File& file, const std::string& path);
+
+// A read-only HDF5 file over `image` (HDF5 copies it). Only for images kvtune wrote itself.
+H5::H5File open_memory_image(const std::string& image);
+
 }  // namespace kvtune::detail

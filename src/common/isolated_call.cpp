@@ -1,0 +1,93 @@
+#include "common/isolated_call.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <exception>
+
+#include <ATen/Parallel.h>
+
+#include "common/check.h"
+
+namespace kvtune {
+namespace {
+
+// The child's answer: one status byte, then the result or the error message.
+constexpr char kOk = 'R';
+constexpr char kError = 'E';
+constexpr char kInternal = 'I';
+
+bool write_all(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string isolated_call(const std::function<std::string()>& work, const std::string& what) {
+  int fds[2];
+  KVT_CHECK(::pipe(fds) == 0, "cannot read ", what, ": pipe failed: ", std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int err = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    KVT_THROW("cannot read ", what, ": fork failed: ", std::strerror(err));
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    // The parent's OpenMP thread pool does not exist here: stay on this thread.
+    at::set_num_threads(1);
+    std::string answer;
+    try {
+      answer = kOk + work();
+    } catch (const Error& e) {
+      answer = kError + std::string(e.what());
+    } catch (const std::exception& e) {
+      answer = kInternal + std::string(e.what());
+    } catch (...) {
+      answer = kInternal + std::string("unknown exception");
+    }
+    const bool sent = write_all(fds[1], answer.data(), answer.size());
+    ::close(fds[1]);
+    ::_exit(sent ? 0 : 3);
+  }
+  ::close(fds[1]);
+  std::string answer;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(fds[0], buf, sizeof(buf));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    answer.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && !answer.empty();
+  if (!clean) {
+    std::string how = WIFSIGNALED(status)
+                          ? std::string("signal ") + std::to_string(WTERMSIG(status)) + ", " +
+                                strsignal(WTERMSIG(status))
+                          : "exit status " + std::to_string(WEXITSTATUS(status));
+    KVT_THROW(what, " could not be read: the library reading it crashed (", how,
+              "): the file is damaged; restore a copy or write it again");
+  }
+  const char kind = answer[0];
+  answer.erase(0, 1);
+  if (kind == kError) throw Error(answer);
+  KVT_CHECK(kind == kOk, what, ": internal error while reading it: ", answer);
+  return answer;
+}
+
+}  // namespace kvtune
