@@ -528,21 +528,31 @@ TEST(IsolatedCall, ACrashInTheChildIsAnErrorAndResultsComeBack) {
                       std::raise(SIGSEGV);
                       return "unreachable";
                     },
-                    "bank x.h5");
+                    "bank x.h5", 60);
               }),
               AllOf(HasSubstr("bank x.h5 could not be read: the library reading it crashed (signal "
                               "11"),
                     HasSubstr("the file is damaged")));
-  EXPECT_THAT(error_of([] { isolated_call([]() -> std::string { ::_exit(0); }, "bank y.h5"); }),
+  EXPECT_THAT(error_of([] { isolated_call([]() -> std::string { ::_exit(0); }, "bank y.h5", 60); }),
               HasSubstr("crashed (exit status 0)"));
   EXPECT_EQ(error_of([] {
               isolated_call([]() -> std::string { KVT_THROW("x.h5: /keys row 3 has norm 2"); },
-                            "bank x.h5");
+                            "bank x.h5", 60);
             }),
             "x.h5: /keys row 3 has norm 2");
   std::string big(3 << 20, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);
-  EXPECT_EQ(isolated_call([&] { return big; }, "big"), big);
+  EXPECT_EQ(isolated_call([&] { return big; }, "big", 60), big);
+  // A child that never finishes (HDF5 loops forever on some damaged files) is killed.
+  EXPECT_THAT(error_of([] {
+                isolated_call(
+                    []() -> std::string {
+                      for (;;) ::pause();
+                    },
+                    "bank z.h5", 0.5);
+              }),
+              HasSubstr("bank z.h5 could not be read: the library reading it did not finish "
+                        "within 0.5 s"));
 }
 
 // Inputs that once crashed a fuzz harness (tests/fuzz/regressions/): the same readers in the
@@ -559,7 +569,14 @@ TEST(FuzzRegressions, KeptInputsAreRefusedCleanly) {
         std::vector<float> keys(4096, 0.0f);
         KeyIndex::load(path, keys.data(), 0, 1, IndexConfig{});
       } else if (name.rfind("bank_reader-", 0) == 0) {
-        read_bank(path);
+        // One of them makes HDF5 loop forever: cut it off sooner than the default.
+        ::setenv("KVTUNE_READ_TIMEOUT", "3", 1);
+        const auto message = error_of([&] { read_bank(path); });
+        ::unsetenv("KVTUNE_READ_TIMEOUT");
+        if (name == "bank_reader-hdf5-endless-loop")
+          EXPECT_THAT(message, HasSubstr("did not finish within 3 s"));
+        else
+          EXPECT_THAT(message, HasSubstr(path));
       } else if (name.rfind("yaml-", 0) == 0) {
         load_yaml_file(path);
       } else {

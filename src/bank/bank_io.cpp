@@ -357,7 +357,7 @@ Bank read_bank(const std::string& path) {
         const Bank bank = read_bank_direct(path);
         return std::to_string(bank.meta.format_version) + "\n" + bank_file_image(bank, "", path);
       },
-      "bank " + path);
+      "bank " + path, read_timeout_seconds(path));
   const size_t newline = answer.find('\n');
   KVT_CHECK(newline != std::string::npos && newline > 0 && newline < 10, path,
             ": internal error: malformed answer of the bank reader");
@@ -391,7 +391,7 @@ std::optional<std::string> read_bank_index_id(const std::string& path) {
             return "-";
           }
         },
-        "bank " + path);
+        "bank " + path, read_timeout_seconds(path));
   } catch (const Error&) {
     return std::nullopt;
   }
@@ -414,7 +414,7 @@ bool is_bank_file(const std::string& path) {
                    return "0";
                  }
                },
-               "bank " + path) == "1";
+               "bank " + path, read_timeout_seconds(path)) == "1";
   } catch (const Error&) {
     return false;  // HDF5 crashed on it: not a bank kvtune can read
   }

@@ -3,6 +3,7 @@
 #include <H5Cpp.h>
 
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include "bank/impl/hdf5_util.h"
@@ -57,7 +58,7 @@ torch::Tensor read_tensor_direct(const std::string& path, const std::string& nam
 torch::Tensor read_tensor(const std::string& path, const std::string& name) {
   return tensor_from_bytes(
       isolated_call([&] { return tensor_bytes(read_tensor_direct(path, name)); },
-                    "tensor file " + path),
+                    "tensor file " + path, read_timeout_seconds(path)),
       path);
 }
 

@@ -1,12 +1,17 @@
 #include "common/isolated_call.h"
 
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 
 #include <ATen/Parallel.h>
 
@@ -33,7 +38,19 @@ bool write_all(int fd, const char* data, size_t n) {
 
 }  // namespace
 
-std::string isolated_call(const std::function<std::string()>& work, const std::string& what) {
+double read_timeout_seconds(const std::string& path) {
+  if (const char* env = std::getenv("KVTUNE_READ_TIMEOUT")) {
+    char* end = nullptr;
+    const double v = std::strtod(env, &end);
+    if (end != env && v > 0) return v;
+  }
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  return 60.0 + (ec ? 0.0 : static_cast<double>(bytes) / 20e6);
+}
+
+std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
+                          double timeout_s) {
   int fds[2];
   KVT_CHECK(::pipe(fds) == 0, "cannot read ", what, ": pipe failed: ", std::strerror(errno));
   const pid_t pid = ::fork();
@@ -64,13 +81,34 @@ std::string isolated_call(const std::function<std::string()>& work, const std::s
   ::close(fds[1]);
   std::string answer;
   char buf[1 << 16];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  bool timed_out = false;
   for (;;) {
+    const double left =
+        std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::min(left * 1000.0 + 1, 60000.0)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) continue;
     const ssize_t r = ::read(fds[0], buf, sizeof(buf));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     answer.append(buf, static_cast<size_t>(r));
   }
   ::close(fds[0]);
+  if (timed_out) {
+    ::kill(pid, SIGKILL);
+    int ignored = 0;
+    while (::waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
+    }
+    KVT_THROW(what, " could not be read: the library reading it did not finish within ", timeout_s,
+              " s: the file is damaged (restore a copy or write it again), or it is "
+              "very large on a slow disk (set KVTUNE_READ_TIMEOUT to wait longer, in seconds)");
+  }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
