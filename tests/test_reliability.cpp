@@ -27,6 +27,7 @@
 #include "common/utf8.h"
 #include "common/yaml_reader.h"
 #include "data/lm_dataset.h"
+#include "data/text_reader.h"
 #include "index/index_check.h"
 #include "index/key_index.h"
 #include "model/byte_tokenizer.h"
@@ -579,6 +580,23 @@ TEST(FuzzRegressions, KeptInputsAreRefusedCleanly) {
           EXPECT_THAT(message, HasSubstr(path));
       } else if (name.rfind("yaml-", 0) == 0) {
         load_yaml_file(path);
+      } else if (name.rfind("text_readers-", 0) == 0) {
+        // As the harness: the first byte picks the reader (0 plain text, 1 JSONL).
+        const std::string bytes = bytes_of(path);
+        ASSERT_FALSE(bytes.empty());
+        test::TempDir dir;
+        const std::string text = dir.file("t"), rest = bytes.substr(1);
+        write_bytes(text, rest);
+        const int mode = static_cast<unsigned char>(bytes[0]) % 3;
+        ASSERT_LT(mode, 2) << "add the dictd case of fuzz_text_readers here";
+        if (mode == 0) {
+          read_plain_text(text);
+        } else {
+          const auto message = error_of([&] {
+            read_jsonl(text, "text", static_cast<unsigned char>(bytes[0]) % 2 ? "title" : "");
+          });
+          EXPECT_THAT(message, HasSubstr("invalid JSON"));
+        }
       } else {
         continue;
       }

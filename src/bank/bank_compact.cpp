@@ -130,9 +130,10 @@ Bank compact_bank(const Bank& bank, const CompactOptions& o, CompactReport* repo
     r.min_kept_score = kept.min().item<double>();
   }
   nlohmann::json previous = bank.meta.provenance;
-  if (nlohmann::json::accept(bank.meta.provenance)) {
-    previous = nlohmann::json::parse(bank.meta.provenance);
-  }
+  // Kept as text unless it parses (accept() passes numbers that parse() refuses, e.g. 1e999).
+  const auto parsed =
+      nlohmann::json::parse(bank.meta.provenance, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_discarded()) previous = parsed;
   out.meta.provenance = dump_json(nlohmann::json{{"compacted_by", "kvtune bank compact"},
                                                  {"by", r.by},
                                                  {r.rule, r.threshold},

@@ -13,7 +13,7 @@
 #include <exception>
 #include <filesystem>
 
-#include <ATen/Parallel.h>
+#include <omp.h>
 
 #include "common/check.h"
 
@@ -62,8 +62,9 @@ std::string isolated_call(const std::function<std::string()>& work, const std::s
   }
   if (pid == 0) {
     ::close(fds[0]);
-    // The parent's OpenMP thread pool does not exist here: stay on this thread.
-    at::set_num_threads(1);
+    // The parent's OpenMP thread pool does not exist here: stay on this thread (torch's
+    // parallel_for runs inline when OpenMP offers one thread).
+    omp_set_num_threads(1);
     std::string answer;
     try {
       answer = kOk + work();

@@ -84,7 +84,7 @@ std::vector<TextEntry> read_jsonl(const std::string& path, const std::string& fi
     nlohmann::json record;
     try {
       record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range (1e999)
       KVT_THROW("JSONL file ", path, " line ", line_no, ": invalid JSON (", e.what(),
                 "); each line must hold one JSON object");
     }

@@ -23,6 +23,7 @@
 #include "common/check.h"
 #include "common/portable_random.h"
 #include "index/index_check.h"
+#include "index/index_reader.h"
 
 namespace kvtune {
 namespace {
@@ -206,11 +207,9 @@ KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, i
 KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                         IndexConfig search_params, StoredKeys* stored) {
   KVT_CHECK(std::filesystem::is_regular_file(path), "index file ", path, " does not exist");
-  std::unique_ptr<faiss::Index> index(
-      faiss_call("reading index " + path + " (not a faiss index, or truncated: rebuild it)",
-                 [&] { return faiss::read_index(path.c_str()); }));
-  // faiss trusts the file: a corrupt neighbour id or list size would crash a later search.
-  validate_faiss_index(*index, "index " + path);
+  // faiss trusts the file: a corrupt neighbour id or list size would crash a later search, and
+  // some damaged files crash faiss's reader itself. Read and validated in a child process.
+  std::unique_ptr<faiss::Index> index = read_validated_index(path);
   KVT_CHECK(index->d == dim, "index ", path, " has dimension ", index->d,
             " but the bank's keys have ", dim, ": it belongs to another bank (rebuild it)");
   KVT_CHECK(index->ntotal == n, "index ", path, " holds ", index->ntotal,
