@@ -95,7 +95,7 @@ TEST(EvalGenerate, BatchedGreedyEqualsOneByOne) {
   // each gives alone.
   auto config = test::micro_config();
   config.max_seq_len = 40;
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   ByteTokenizer tok;
   std::vector<std::vector<int64_t>> prompts = {tok.encode("a", true, false),
                                                tok.encode("hello there", true, false),

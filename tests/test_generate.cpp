@@ -28,7 +28,7 @@ GenerateOptions options_for(const Tokenizer& tok, int64_t max_new_tokens) {
 }
 
 TEST(SampleContinue, TemperatureZeroIsGreedy) {
-  auto model = test::make_model(test::micro_config(), test::fresh_seed());
+  auto model = test::make_model(test::micro_config(), test::test_seed());
   ByteTokenizer tok;
   const auto o = options_for(tok, 12);
   SamplingOptions greedy;
@@ -38,7 +38,7 @@ TEST(SampleContinue, TemperatureZeroIsGreedy) {
 }
 
 TEST(SampleContinue, TheSameSeedGivesTheSameContinuation) {
-  auto model = test::make_model(test::micro_config(), test::fresh_seed());
+  auto model = test::make_model(test::micro_config(), test::test_seed());
   ByteTokenizer tok;
   const auto o = options_for(tok, 16);
   SamplingOptions s;
@@ -80,7 +80,7 @@ std::vector<double> softmax_top_k(const std::vector<double>& logits, double t, i
 }
 
 TEST(SampleNextToken, DrawsFromTheTemperedSoftmaxOverTheTopK) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   torch::manual_seed(seed);
   const int64_t vocab = 11, k = 5, n = 20000;
   const auto logits = torch::randn({vocab}, torch::kFloat64) * 1.5;

@@ -37,7 +37,7 @@ torch::Tensor dense_reference(const torch::Tensor& q, const Banks& banks, double
 class TopkEqualsDense : public ::testing::TestWithParam<torch::ScalarType> {};
 
 TEST_P(TopkEqualsDense, WhenKCoversEveryKey) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 13, dv = 7, M = 5, H = 3;
   const auto banks = make_banks({37, 53}, dk, dv, dtype);
@@ -57,7 +57,7 @@ TEST_P(TopkEqualsDense, WhenKCoversEveryKey) {
 }
 
 TEST_P(TopkEqualsDense, SmallKIsTheSoftmaxOverTheTopKSet) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 11, dv = 5, k = 7;
   const auto banks = make_banks({101}, dk, dv, dtype);
@@ -102,7 +102,7 @@ Restricted restricted_dense(const torch::Tensor& q_raw, const torch::Tensor& key
 
 TEST(AttentionGradients, TopkMatchesAutogradOnTheSameSet) {
   for (const auto dtype : {torch::kFloat64, torch::kFloat32}) {
-    torch::manual_seed(test::fresh_seed());
+    torch::manual_seed(test::test_seed());
     const int64_t dk = 9, dv = 6, R = 17, k = 5;
     const double scale = 2.5;
     auto keys = unit_rows(61, dk, dtype).requires_grad_(true);
@@ -129,7 +129,7 @@ TEST(AttentionGradients, TopkMatchesAutogradOnTheSameSet) {
 }
 
 TEST(AttentionGradients, TopkMatchesFiniteDifferencesInFloat64) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 7, dv = 4, R = 6, k = 4;
   const double scale = 2.0, eps = 1e-6;
   auto keys = unit_rows(29, dk, torch::kFloat64);
@@ -174,7 +174,7 @@ TEST(AttentionGradients, TopkMatchesFiniteDifferencesInFloat64) {
 }
 
 TEST(AttentionGradients, FrozenBanksGetNoneTrainableOnlyRetrievedRows) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 8, dv = 5, k = 6;
   auto frozen_k = unit_rows(40, dk, torch::kFloat32);
   auto frozen_v = torch::randn({40, dv});
@@ -214,7 +214,7 @@ TEST(AttentionGradients, FrozenBanksGetNoneTrainableOnlyRetrievedRows) {
 // A learned scale: the same output as that scale fixed, and dL/dc against central differences
 // of the loss in c (float64), for the truncated and the dense op.
 TEST(AttentionGradients, LearnedScaleMatchesFiniteDifferences) {
-  torch::manual_seed(static_cast<int64_t>(test::fresh_seed()));
+  torch::manual_seed(static_cast<int64_t>(test::test_seed()));
   const auto banks = make_banks({40, 25}, 8, 5, torch::kFloat64);
   const auto q = torch::randn({3, 2, 8}, torch::kFloat64);
   const auto w = torch::randn({3, 2, 5}, torch::kFloat64);
@@ -246,7 +246,7 @@ TEST(AttentionGradients, LearnedScaleMatchesFiniteDifferences) {
 }
 
 TEST(AttentionBanks, TwoBanksSearchedTogetherEqualOneBankHoldingBoth) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 10, dv = 6;
   const auto a = make_banks({45}, dk, dv, torch::kFloat32);
   const auto b = make_banks({31}, dk, dv, torch::kFloat32);

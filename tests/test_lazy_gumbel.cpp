@@ -192,7 +192,7 @@ std::function<DrawFn()> lazy_draws(const Case& c) {
 // independent seed, and fails only if the second sample crosses it too (false alarm ~7e-6 per
 // case). A wrong sampler is not rescued: the negative controls below sit at z in the hundreds.
 TEST(LazyGumbelExactness, ChiSquareAgainstSoftmax) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   for (const auto& c : exactness_cases(seed)) {
     auto chi = chi_square(count_draws(kN, kDraws, seed + 1, lazy_draws(c)), softmax(c.s));
     std::cout << "  " << c.name << ": chi2 " << chi.stat << " df " << chi.df << " z " << chi.z
@@ -211,7 +211,7 @@ TEST(LazyGumbelExactness, ChiSquareAgainstSoftmax) {
 // tail (Gumbel-max over S only, i.e. samples of the top-k softmax); the other scores the
 // Binomial tail but gives its keys unconditioned Gumbels (forgets the truncation at B).
 TEST(LazyGumbelExactness, WrongSamplersFailTheSameTest) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const auto cases = exactness_cases(seed);
   for (const auto& c : {cases[1], cases[6]}) {  // normal k=5; tail just below s_min
     const auto top = top_k(c.s, c.k);
@@ -256,7 +256,7 @@ TEST(LazyGumbelExactness, WrongSamplersFailTheSameTest) {
 }
 
 TEST(LazyGumbelExactness, SameSeedSameSamples) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const auto c = exactness_cases(seed)[1];
   const auto top = top_k(c.s, c.k);
   auto run = [&](uint64_t s) {
@@ -274,7 +274,7 @@ TEST(LazyGumbelExactness, SameSeedSameSamples) {
 // docs/sampled-attention.md); the sample mean of m within 4 standard errors of it, and below
 // (n - k) / k. The score function sees exactly the tail keys counted.
 TEST(LazyGumbelTailSize, MeanTailSizeIsAtMostNMinusKOverK) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const int64_t draws = 20000;
   for (const auto& c : exactness_cases(seed)) {
     const auto top = top_k(c.s, c.k);
@@ -329,7 +329,7 @@ double ks_statistic(std::vector<double> x, const std::function<double(double)>& 
 
 // Test 3: truncated Gumbel draws against the conditional CDF, B from -5 to 50.
 TEST(LazyGumbelTruncated, KolmogorovSmirnovAgainstConditionalCdf) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const int64_t draws = 100000;
   const double critical = 1.95 / std::sqrt(double(draws));  // alpha = 0.001
   // The naive 1 - exp(-exp(-50)) is 0 in double; the expm1 form keeps ~e^-50.
@@ -357,7 +357,7 @@ TEST(LazyGumbelTruncated, KolmogorovSmirnovAgainstConditionalCdf) {
 // the bound nearly tight: S and k tail keys at the same score, the rest negligible, so
 // Z_S = Z_tail = Z / 2 and the tail mass sits on few keys.
 TEST(LazyGumbelTopkTail, PartitionEstimateUnbiasedWithinTheVarianceBound) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> normal;
   std::vector<double> spread(kN);
@@ -405,7 +405,7 @@ TEST(LazyGumbelTopkTail, PartitionEstimateUnbiasedWithinTheVarianceBound) {
 
 // algorithms.md test 3, last clause: the error of O^ falls as k and l grow.
 TEST(LazyGumbelTopkTail, OutputErrorFallsAsKAndLGrow) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> normal;
   const int64_t dv = 4;
@@ -446,7 +446,7 @@ using test::make_banks;
 // Test 5: O_S - O = (Z_tail / Z) (O_S - O_tail), with O_S from "topk", O from "dense".
 TEST(LazyGumbelIdentity, TruncationErrorIdentityHoldsToRounding) {
   for (const auto dtype : {torch::kFloat64, torch::kFloat32}) {
-    torch::manual_seed(test::fresh_seed());
+    torch::manual_seed(test::test_seed());
     const int64_t dk = 12, dv = 5, R = 9;
     const auto banks = make_banks({120, 211}, dk, dv, dtype);
     const auto q = torch::randn({R, dk}, torch::kFloat64).to(dtype);
@@ -477,7 +477,7 @@ TEST(LazyGumbelIdentity, TruncationErrorIdentityHoldsToRounding) {
 // Test 7: over two banks, the sampler is exact over their union and scores tail keys of both
 // banks in proportion to their sizes (outside S).
 TEST(LazyGumbelBanks, TwoBanksSampledInProportion) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   torch::manual_seed(seed);
   const int64_t dk = 16, dv = 3, k = 45;
   const std::vector<int64_t> sizes = {700, 1300};
@@ -535,7 +535,7 @@ TEST(LazyGumbelBanks, TwoBanksSampledInProportion) {
 class LazyGumbelEstimators : public ::testing::TestWithParam<torch::ScalarType> {};
 
 TEST_P(LazyGumbelEstimators, GumbelConvergesToDenseWithinMonteCarloError) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 10, dv = 5, R = 8;
   const auto banks = make_banks({300, 517}, dk, dv, dtype);
@@ -576,7 +576,7 @@ TEST_P(LazyGumbelEstimators, GumbelConvergesToDenseWithinMonteCarloError) {
 }
 
 TEST_P(LazyGumbelEstimators, TopkTailSpansTopkToDense) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 9, dv = 4, R = 6;
   const auto banks = make_banks({40, 73}, dk, dv, dtype);

@@ -1,4 +1,4 @@
-// Shared test helpers: seeds printed, temp folders, tolerances declared once per dtype.
+// Shared test helpers: fixed seeds, temp folders, tolerances declared once per dtype.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,26 +40,120 @@ inline double rel_error(const torch::Tensor& a, const torch::Tensor& b) {
   return diff / std::max(scale, 1e-30);
 }
 
-// A fresh seed per run unless KVTUNE_TEST_SEED is set; always printed so a failure reproduces.
-inline uint64_t fresh_seed() {
-  static uint64_t base = [] {
-    if (const char* s = std::getenv("KVTUNE_TEST_SEED")) {
-      return static_cast<uint64_t>(std::stoull(s));
-    }
-    return static_cast<uint64_t>(std::random_device{}());
-  }();
-  static uint64_t counter = 0;
-  uint64_t seed = base + 7919 * counter++;
+// Test seeds. Every seed a test draws is fixed by default, so every run of the suite sees the
+// same data and no test can fail by chance (CI included). The environment variable
+// KVTUNE_TEST_SEED picks the base seed all of them derive from:
+//   unset or "fixed"  the fixed base kFixedBaseSeed;
+//   "random"          a fresh base from std::random_device, printed at the start of each test;
+//   an integer N      base N: replays a run that printed "base N".
+// The k-th seed a test asks for (k = 0, 1, ...) is a hash of (base, the test's full name, k), so
+// different tests get different seeds, and a test gets the same seeds whether it runs alone (ctest
+// runs each test in its own process) or among others (./kvtune_tests, --gtest_filter, repeats).
+// SeedListener (installed by tests/main.cpp) starts the count at each test and seeds torch's
+// global generator the same way, for the tests that draw from it without asking for a seed.
+inline constexpr uint64_t kFixedBaseSeed = 0x6b7674756e65ull;  // "kvtune"
+
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+struct SeedBase {
+  uint64_t value = kFixedBaseSeed;
+  bool random = false;  // drawn from std::random_device: printed, so that it can be replayed
+  bool fixed = true;    // the default base (nothing is printed)
+};
+
+inline SeedBase read_seed_base() {
+  const char* env = std::getenv("KVTUNE_TEST_SEED");
+  const std::string s = env ? env : "";
+  SeedBase b;
+  if (s.empty() || s == "fixed") return b;
+  b.fixed = false;
+  if (s == "random") {
+    std::random_device rd;
+    b.value = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    b.random = true;
+    return b;
+  }
+  size_t used = 0;
+  try {
+    if (s.find_first_not_of("0123456789") == std::string::npos) b.value = std::stoull(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size() || used == 0) {
+    std::cerr << "KVTUNE_TEST_SEED is '" << s << "': expected fixed, random or an integer\n";
+    std::exit(2);
+  }
+  return b;
+}
+
+inline const SeedBase& seed_base() {
+  static const SeedBase base = read_seed_base();
+  return base;
+}
+
+// Seeds stay below 2^53: one that passes through a double (JSON) or an int64 stays exact.
+inline uint64_t derive_seed(const std::string& name, uint64_t index) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the name
+  for (const unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+  return splitmix64(splitmix64(splitmix64(seed_base().value) ^ h) ^ index) >> 11;
+}
+
+// The full name of the running test ("Suite.Name", "Prefix/Suite.Name/0"), or of the running
+// suite outside a test (SetUpTestSuite); "" outside both.
+inline std::string current_test_name() {
+  const auto* unit = ::testing::UnitTest::GetInstance();
+  if (const auto* info = unit->current_test_info())
+    return std::string(info->test_suite_name()) + "." + info->name();
+  if (const auto* suite = unit->current_test_suite()) return suite->name();
+  return "";
+}
+
+// How many seeds the running test has drawn (reset by SeedListener at each test start).
+inline uint64_t& seeds_drawn() {
+  static uint64_t count = 0;
+  return count;
+}
+
+// The running test's next seed (see above); printed unless the base is the fixed default.
+inline uint64_t test_seed() {
+  const uint64_t seed = derive_seed(current_test_name(), seeds_drawn()++);
   ::testing::Test::RecordProperty("seed", std::to_string(seed));
-  std::cout << "[ seed     ] " << seed << " (set KVTUNE_TEST_SEED=" << base << " to reproduce)\n";
+  if (!seed_base().fixed) {
+    std::cout << "[ seed     ] " << seed << " (base " << seed_base().value
+              << ": KVTUNE_TEST_SEED=" << seed_base().value << " replays it)\n";
+  }
   return seed;
 }
+
+// Restarts the seed count at each test and seeds torch's global generator per suite (before
+// SetUpTestSuite) and per test, from the same base; prints a random base once per test.
+class SeedListener : public ::testing::EmptyTestEventListener {
+ public:
+  void OnTestSuiteStart(const ::testing::TestSuite& suite) override {
+    torch::manual_seed(derive_seed(std::string(suite.name()) + " [torch]", 0));
+  }
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    seeds_drawn() = 0;
+    const std::string name = std::string(info.test_suite_name()) + "." + info.name();
+    torch::manual_seed(derive_seed(name + " [torch]", 0));
+    if (seed_base().random) {
+      std::cout << "[ seed     ] random base " << seed_base().value
+                << " (KVTUNE_TEST_SEED=" << seed_base().value << " replays " << name << ")\n";
+    }
+  }
+};
 
 // A temporary folder removed at the end of the test.
 class TempDir {
  public:
   TempDir() {
     auto base = std::filesystem::temp_directory_path();
+    // A unique name, not a test seed: it must differ between processes running at once.
     std::mt19937_64 rng(std::random_device{}());
     path_ = base / ("kvtune_test_" + std::to_string(rng()));
     std::filesystem::create_directories(path_);
