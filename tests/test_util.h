@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <stdexcept>
@@ -14,6 +15,9 @@
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "data/corpus.h"
+#include "data/dictd_reader.h"
 
 namespace kvtune::test {
 
@@ -185,5 +189,84 @@ inline double least_squares_slope(const std::vector<double>& x, const std::vecto
 inline std::string source_dir() {
   return KVTUNE_SOURCE_DIR;
 }
+
+// ---- Packages a test needs ----
+//
+// A test that needs a Debian package (a dictd dictionary, python3-h5py) skips with a message when
+// it is missing, so that a partial setup still runs the rest. Under CI=true (CI runs
+// `CI=true bash .ci/run`, after tools/setup) a missing package that tools/packages.txt lists is a
+// failure instead: CI would otherwise pass while silently testing less. A package outside that
+// list (dict-gcide) still only skips.
+
+// True when the environment variable CI is "true".
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+// True when tools/packages.txt lists `package` (tools/setup installs it).
+inline bool installed_by_setup(const std::string& package) {
+  std::ifstream f(source_dir() + "/tools/packages.txt");
+  std::string line;
+  while (std::getline(f, line)) {
+    const auto end = line.find_first_of(" \t#");
+    if (line.substr(0, end) == package) return true;
+  }
+  return false;
+}
+
+// Missing Debian packages, and what showed they are missing (files, an error message).
+struct MissingPackages {
+  std::vector<std::string> packages;
+  std::string detail;
+  bool empty() const { return packages.empty(); }
+  // Under CI=true, a missing package that tools/setup installs fails the test.
+  bool fails() const {
+    if (!in_ci()) return false;
+    return std::any_of(packages.begin(), packages.end(), installed_by_setup);
+  }
+  std::string message() const {
+    std::string names;
+    for (const auto& p : packages) names += (names.empty() ? "" : ", ") + p;
+    std::string m = names + " not installed" + (detail.empty() ? "" : " (" + detail + ")");
+    if (fails()) return "CI=true: " + m + ": run tools/setup, which installs tools/packages.txt";
+    const bool in_setup = std::any_of(packages.begin(), packages.end(), installed_by_setup);
+    return m + (in_setup ? ": tools/setup installs it (a failure, not a skip, under CI=true)"
+                         : ": apt-get install it (tools/setup does not)");
+  }
+};
+
+// The Debian packages of the dictd dictionaries among `names` ("wn", "elements") whose
+// NAME.index or NAME.dict.dz is missing from /usr/share/dictd.
+inline MissingPackages missing_dictd(const std::vector<std::string>& names) {
+  MissingPackages m;
+  for (const auto& name : names) {
+    std::string package = "dict-" + name;
+    for (const auto& c : dictd_corpora()) {
+      if (name == c.name) package = c.package;
+    }
+    for (const auto& path : {dictd_index_path(name), dictd_dict_path(name)}) {
+      if (std::filesystem::is_regular_file(path)) continue;
+      if (m.packages.empty() || m.packages.back() != package) m.packages.push_back(package);
+      m.detail += (m.detail.empty() ? "" : ", ") + path + " missing";
+    }
+  }
+  return m;
+}
+
+// In a test body: when `missing` (a MissingPackages) is not empty, skips the test, or fails it
+// under CI=true when tools/setup installs one of the packages. The one place that decides.
+#define KVTUNE_REQUIRE_PACKAGES(missing)                                      \
+  do {                                                                        \
+    const ::kvtune::test::MissingPackages kvtune_missing_ = (missing);        \
+    if (!kvtune_missing_.empty()) {                                           \
+      if (kvtune_missing_.fails()) GTEST_FAIL() << kvtune_missing_.message(); \
+      GTEST_SKIP() << kvtune_missing_.message();                              \
+    }                                                                         \
+  } while (false)
+
+// KVTUNE_REQUIRE_DICTD("wn", "elements"): the dictd dictionaries a test reads.
+#define KVTUNE_REQUIRE_DICTD(...) \
+  KVTUNE_REQUIRE_PACKAGES(::kvtune::test::missing_dictd({__VA_ARGS__}))
 
 }  // namespace kvtune::test
