@@ -74,5 +74,16 @@ TEST(TestPackages, AMissingSetupPackageSkipsLocallyAndFailsUnderCi) {
   EXPECT_NE(nope.detail.find("kvtune-no-such-dictionary.index missing"), std::string::npos);
 }
 
+TEST(TestStatistics, FailedTwiceFailsOnlyWhenBothDrawsFail) {
+  int calls = 0;
+  EXPECT_EQ(failed_twice([&](int) { return ++calls == 1 ? " first" : ""; }), "");
+  EXPECT_EQ(calls, 2);
+  calls = 0;
+  EXPECT_EQ(failed_twice([&](int) { return ++calls, std::string(); }), "");
+  EXPECT_EQ(calls, 1) << "a passing first draw is not repeated";
+  EXPECT_EQ(failed_twice([&](int attempt) { return " draw " + std::to_string(attempt); }),
+            "failed on two independent draws:  draw 0 /  draw 1");
+}
+
 }  // namespace
 }  // namespace kvtune::test

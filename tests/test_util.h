@@ -152,6 +152,21 @@ class SeedListener : public ::testing::EmptyTestEventListener {
   }
 };
 
+// A statistical check drawn a second time before it fails. `draw(attempt)` runs the check on
+// fresh, independent randomness (attempt 0, then 1) and returns "" when it passed, else what
+// failed. Only when the first draw fails is the second run; the result is "" when either passed,
+// else both failures. A correct implementation then fails with probability alpha^2 when one draw
+// fails with alpha; a wrong one fails every draw and is not rescued.
+template <typename Draw>
+std::string failed_twice(Draw&& draw) {
+  const std::string first = draw(0);
+  if (first.empty()) return "";
+  std::cout << "[ redraw   ] failed:" << first << " (drawn again, independently)\n";
+  const std::string second = draw(1);
+  if (second.empty()) return "";
+  return "failed on two independent draws: " + first + " / " + second;
+}
+
 // A temporary folder removed at the end of the test.
 class TempDir {
  public:
