@@ -1,5 +1,6 @@
 // Helpers for the recipe tests: a scratch folder with a pretrained-run stand-in and a corpus,
-// so that validation tests need no installed dictionaries.
+// so that validation tests need no installed dictionaries (those that do use
+// KVTUNE_REQUIRE_DICTD of test_util.h).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -25,18 +26,6 @@ inline std::string write_text(const std::string& path, const std::string& text) 
   f << text;
   EXPECT_TRUE(f.good()) << path;
   return path;
-}
-
-// True when every dictd corpus the shipped recipes use is installed.
-inline bool dictd_installed(const std::vector<std::string>& names) {
-  for (const auto& n : names) {
-    try {
-      check_corpus_available(n, "test");
-    } catch (const ::kvtune::Error&) {
-      return false;
-    }
-  }
-  return true;
 }
 
 // A folder holding base/model/config.yaml (what validation asks of a pretrained run) and two .txt

@@ -17,7 +17,7 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 TEST(BankRandom, KeysAreUnitNormAndFieldsAreFilled) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const Bank b = make_random_bank("r", 37, 13, 7, seed, /*trainable=*/true);
   ASSERT_EQ(b.size(), 37);
   EXPECT_EQ(b.keys.sizes(), (std::vector<int64_t>{37, 13}));
@@ -35,7 +35,7 @@ TEST(BankRandom, KeysAreUnitNormAndFieldsAreFilled) {
 }
 
 TEST(BankRandom, DeterministicForASeedWhateverTheGlobalSeed) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   torch::manual_seed(1);
   const Bank a = make_random_bank("a", 41, 9, 5, seed, false);
   torch::manual_seed(2);
@@ -45,7 +45,7 @@ TEST(BankRandom, DeterministicForASeedWhateverTheGlobalSeed) {
 }
 
 TEST(BankRandom, DifferentSeedsGiveDifferentBanks) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const Bank a = make_random_bank("a", 41, 9, 5, seed, false);
   const Bank b = make_random_bank("a", 41, 9, 5, seed + 1, false);
   EXPECT_FALSE(torch::equal(a.keys, b.keys));
@@ -55,7 +55,7 @@ TEST(BankRandom, DifferentSeedsGiveDifferentBanks) {
 TEST(BankRandom, ValuesHaveTheRequestedSpread) {
   // 64k Gaussian samples: the sample std is within ~0.3% of the true one, so 3% fails a
   // wrong scale (e.g. value_std squared, or unit std) and never a right one.
-  const Bank b = make_random_bank("v", 4099, 16, 16, test::fresh_seed(), false, 0.05);
+  const Bank b = make_random_bank("v", 4099, 16, 16, test::test_seed(), false, 0.05);
   EXPECT_NEAR(b.values.std().item<double>(), 0.05, 0.05 * 0.03);
   EXPECT_NEAR(b.values.mean().item<double>(), 0.0, 0.05 * 0.03);
   EXPECT_TRUE(

@@ -65,7 +65,7 @@ TEST(BankCompact, UsageShareThreshold) {
 }
 
 TEST(BankCompact, LeverageRulesAgreeWithTheScores) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   auto gen = at::detail::createCPUGenerator(seed);
   Bank b = make_random_bank("l", 5000, 8, 3, seed, false);
   // Uneven directions: a few keys carry the rare ones.

@@ -38,7 +38,7 @@ class BankIo : public ::testing::Test {
  protected:
   test::TempDir dir_;
   std::string path_ = dir_.file("bank.h5");
-  Bank bank_ = odd_bank(test::fresh_seed());
+  Bank bank_ = odd_bank(test::test_seed());
 
   std::string read_error() {
     return error_of([&] { read_bank(path_); });

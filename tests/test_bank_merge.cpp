@@ -71,7 +71,7 @@ std::vector<std::tuple<std::vector<float>, std::vector<float>, int64_t>> row_mul
 }
 
 TEST(BankMerge, OutputDoesNotDependOnTheOrderOfTheInputs) {
-  const auto inputs = overlapping_inputs(test::fresh_seed());
+  const auto inputs = overlapping_inputs(test::test_seed());
   MergeReport first_report;
   const Bank first = merge_banks(inputs, {}, &first_report);
   EXPECT_EQ(first_report.slots_in, 120);
@@ -88,7 +88,7 @@ TEST(BankMerge, OutputDoesNotDependOnTheOrderOfTheInputs) {
 }
 
 TEST(BankMerge, WithoutDedupTheRowsAreTheUnionOfTheInputs) {
-  const auto inputs = overlapping_inputs(test::fresh_seed());
+  const auto inputs = overlapping_inputs(test::test_seed());
   MergeOptions no_dedup;
   no_dedup.dedup_cosine = 0;
   const Bank m = merge_banks(inputs, no_dedup);
@@ -139,7 +139,7 @@ TEST(BankMerge, NearDuplicatesFoldByThePolicy) {
 
 TEST(BankMerge, OriginsSurviveFilesCompactionAndReMerges) {
   test::TempDir dir;
-  const auto inputs = overlapping_inputs(test::fresh_seed());
+  const auto inputs = overlapping_inputs(test::test_seed());
   MergeOptions no_dedup;
   no_dedup.dedup_cosine = 0;
   // A merge of a merge names the original banks: the same as merging all three at once.
@@ -166,7 +166,7 @@ TEST(BankMerge, OriginsSurviveFilesCompactionAndReMerges) {
 }
 
 TEST(BankMerge, RefusesBanksThatDoNotBelongTogether) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const MergeInput a{"runs/a.h5", model_bank("a", 10, seed)};
   const auto refused = [&](Bank b) {
     return error_of([&] { merge_banks({a, {"runs/b.h5", std::move(b)}}, {}); });

@@ -8,6 +8,7 @@
 
 #include "data/dictd_reader.h"
 #include "data/elements.h"
+#include "test_util.h"
 
 namespace kvtune {
 namespace {
@@ -15,11 +16,8 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::Pair;
 
-#define SKIP_UNLESS_ELEMENTS()                                        \
-  if (!std::filesystem::exists(dictd_index_path("elements"))) {       \
-    GTEST_SKIP() << "dict-elements is not installed in " << kDictdDir \
-                 << " (apt-get install dict-elements)";               \
-  }
+// Skips, or fails under CI=true (test_util.h), when dict-elements is not installed.
+#define SKIP_UNLESS_ELEMENTS() KVTUNE_REQUIRE_DICTD("elements")
 
 const Element* by_name(const std::vector<Element>& elements, const std::string& name) {
   for (const auto& e : elements) {

@@ -12,6 +12,7 @@
 #include "data/dictd_reader.h"
 #include "data/split.h"
 #include "data/text_clean.h"
+#include "test_util.h"
 
 namespace kvtune {
 namespace {
@@ -69,9 +70,7 @@ TEST(DataSplit, RejectsFractionsOutsideZeroToOne) {
 }
 
 TEST(DataSplit, FoldocSplitIsDeterministicAndNearTheFraction) {
-  if (!std::filesystem::exists(dictd_index_path("foldoc"))) {
-    GTEST_SKIP() << "dict-foldoc is not installed in " << kDictdDir;
-  }
+  KVTUNE_REQUIRE_DICTD("foldoc");
   const auto entries = read_dictd_named("foldoc");
   const Split a = split_entries(entries, 0.1);
   const Split b = split_entries(entries, 0.1);

@@ -95,7 +95,7 @@ TEST(EvalGenerate, BatchedGreedyEqualsOneByOne) {
   // each gives alone.
   auto config = test::micro_config();
   config.max_seq_len = 40;
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   ByteTokenizer tok;
   std::vector<std::vector<int64_t>> prompts = {tok.encode("a", true, false),
                                                tok.encode("hello there", true, false),
@@ -125,7 +125,7 @@ TEST(EvalFacts, ExactMatchIsExactStringEquality) {
 }
 
 TEST(EvalFacts, QuestionSetsSeparateTrainedControlAndFormatElements) {
-  if (!test::dictd_installed({"elements"})) GTEST_SKIP() << "dict-elements is not installed";
+  KVTUNE_REQUIRE_DICTD("elements");
   DataConfig data;
   data.held_out_fraction = 0.1;
   const auto sets = element_fact_questions(data);
@@ -174,7 +174,7 @@ TEST(EvalFacts, StatementCompletionsCutBeforeTheLastWord) {
   EXPECT_EQ(c[1].answer, " Iron.");
   EXPECT_EQ(c[2].answer, " 55.847.");
   EXPECT_EQ(c[2].kind, -1);
-  if (!test::dictd_installed({"elements"})) GTEST_SKIP() << "dict-elements is not installed";
+  KVTUNE_REQUIRE_DICTD("elements");
   DataConfig data;
   const auto control = element_group_statements(data, /*control=*/true);
   const auto sets = element_fact_questions(data);

@@ -23,7 +23,7 @@ torch::Tensor unit_rows(int64_t n, int64_t d) {
 }
 
 TEST(IndexFlat, EqualsBruteForceAndSeesKeyUpdatesWithoutRebuild) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t n = 517, d = 19, nq = 23, k = 9;
   auto keys = unit_rows(n, d);
   const auto q = unit_rows(nq, d);
@@ -91,7 +91,7 @@ IndexConfig shipped_config(const std::string& name) {
 }
 
 TEST(IndexRecall, ShippedIvfAndHnswReachPointNineAgainstFlat) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t n = 30000, d = 32, nq = 300, k = 32;
   // Clustered keys, and queries drawn near the same clusters (the case IVF lists are made for).
   const auto centers = unit_rows(512, d);
@@ -112,7 +112,7 @@ TEST(IndexRecall, ShippedIvfAndHnswReachPointNineAgainstFlat) {
 }
 
 TEST(IndexFile, SaveLoadRoundTripAndRefusesForeignOrDamagedFiles) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   test::TempDir dir;
   const int64_t n = 2000, d = 16, nq = 10, k = 5;
   auto keys = unit_rows(n, d);

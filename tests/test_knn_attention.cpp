@@ -37,7 +37,7 @@ torch::Tensor dense_reference(const torch::Tensor& q, const Banks& banks, double
 class TopkEqualsDense : public ::testing::TestWithParam<torch::ScalarType> {};
 
 TEST_P(TopkEqualsDense, WhenKCoversEveryKey) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 13, dv = 7, M = 5, H = 3;
   const auto banks = make_banks({37, 53}, dk, dv, dtype);
@@ -57,7 +57,7 @@ TEST_P(TopkEqualsDense, WhenKCoversEveryKey) {
 }
 
 TEST_P(TopkEqualsDense, SmallKIsTheSoftmaxOverTheTopKSet) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 11, dv = 5, k = 7;
   const auto banks = make_banks({101}, dk, dv, dtype);
@@ -102,7 +102,7 @@ Restricted restricted_dense(const torch::Tensor& q_raw, const torch::Tensor& key
 
 TEST(AttentionGradients, TopkMatchesAutogradOnTheSameSet) {
   for (const auto dtype : {torch::kFloat64, torch::kFloat32}) {
-    torch::manual_seed(test::fresh_seed());
+    torch::manual_seed(test::test_seed());
     const int64_t dk = 9, dv = 6, R = 17, k = 5;
     const double scale = 2.5;
     auto keys = unit_rows(61, dk, dtype).requires_grad_(true);
@@ -129,7 +129,7 @@ TEST(AttentionGradients, TopkMatchesAutogradOnTheSameSet) {
 }
 
 TEST(AttentionGradients, TopkMatchesFiniteDifferencesInFloat64) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 7, dv = 4, R = 6, k = 4;
   const double scale = 2.0, eps = 1e-6;
   auto keys = unit_rows(29, dk, torch::kFloat64);
@@ -153,6 +153,9 @@ TEST(AttentionGradients, TopkMatchesFiniteDifferencesInFloat64) {
 
   // Central differences on every query coordinate and on the coordinates of retrieved rows.
   // Keys are perturbed without renormalizing: the op's key gradient is d/dk of c <q, k>.
+  // A finite difference is not float64-exact: with eps = 1e-6 its rounding error is about
+  // 1e-16 |loss| / eps ~ 1e-10 and its truncation error about eps^2 ~ 1e-12 (measured worst
+  // 1.1e-9 over 31 seeds), so the tolerance is 1e-8, not 1e-12.
   auto check = [&](torch::Tensor& x, const torch::Tensor& analytic, const char* what) {
     auto flat = x.view({-1});
     double worst = 0;
@@ -166,7 +169,8 @@ TEST(AttentionGradients, TopkMatchesFiniteDifferencesInFloat64) {
       flat[i] = orig;
       worst = std::max(worst, std::abs((up - down) / (2 * eps) - a));
     }
-    EXPECT_LT(worst, 1e-6) << what;
+    std::cout << "[ fd error ] " << what << " " << worst << "\n";
+    EXPECT_LT(worst, 1e-8) << what;
   };
   check(q, qg.grad(), "queries");
   check(values, dv_dense, "values");
@@ -174,7 +178,7 @@ TEST(AttentionGradients, TopkMatchesFiniteDifferencesInFloat64) {
 }
 
 TEST(AttentionGradients, FrozenBanksGetNoneTrainableOnlyRetrievedRows) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 8, dv = 5, k = 6;
   auto frozen_k = unit_rows(40, dk, torch::kFloat32);
   auto frozen_v = torch::randn({40, dv});
@@ -214,7 +218,7 @@ TEST(AttentionGradients, FrozenBanksGetNoneTrainableOnlyRetrievedRows) {
 // A learned scale: the same output as that scale fixed, and dL/dc against central differences
 // of the loss in c (float64), for the truncated and the dense op.
 TEST(AttentionGradients, LearnedScaleMatchesFiniteDifferences) {
-  torch::manual_seed(static_cast<int64_t>(test::fresh_seed()));
+  torch::manual_seed(static_cast<int64_t>(test::test_seed()));
   const auto banks = make_banks({40, 25}, 8, 5, torch::kFloat64);
   const auto q = torch::randn({3, 2, 8}, torch::kFloat64);
   const auto w = torch::randn({3, 2, 5}, torch::kFloat64);
@@ -238,7 +242,11 @@ TEST(AttentionGradients, LearnedScaleMatchesFiniteDifferences) {
     (out.output * w).sum().backward();
     const double h = 1e-5;
     const double fd = (loss(c * std::exp(h)) - loss(c * std::exp(-h))) / (2 * h);  // d/d log c
-    EXPECT_NEAR(log_c.grad().item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << est;
+    std::cout << "[ fd error ] " << est << " " << std::abs(log_c.grad().item<double>() - fd)
+              << " (fd " << fd << ")\n";
+    // A central difference with h = 1e-5: rounding ~1e-16 / h ~ 1e-11, truncation ~h^2 ~ 1e-10
+    // (measured worst 2e-10 over 31 seeds), so 1e-8, not the 1e-12 of an exact comparison.
+    EXPECT_NEAR(log_c.grad().item<double>(), fd, 1e-8 * std::max(1.0, std::abs(fd))) << est;
     EXPECT_GT(std::abs(fd), 1e-3) << est << ": the check needs a loss that depends on c";
   }
   KnnAttentionOptions o;
@@ -246,7 +254,7 @@ TEST(AttentionGradients, LearnedScaleMatchesFiniteDifferences) {
 }
 
 TEST(AttentionBanks, TwoBanksSearchedTogetherEqualOneBankHoldingBoth) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 10, dv = 6;
   const auto a = make_banks({45}, dk, dv, torch::kFloat32);
   const auto b = make_banks({31}, dk, dv, torch::kFloat32);

@@ -187,12 +187,13 @@ std::function<DrawFn()> lazy_draws(const Case& c) {
 
 // Test 1: draws of the lazy sampler against softmax(s).
 //
-// A correct sampler crosses |z| = 3 with probability 0.0027 per case; over the ten cases that is
-// a false alarm in about 3% of runs. So a case that crosses it is drawn again, with an
-// independent seed, and fails only if the second sample crosses it too (false alarm ~7e-6 per
-// case). A wrong sampler is not rescued: the negative controls below sit at z in the hundreds.
+// A correct sampler crosses |z| = 3 with probability 0.0027 per case; over the nine cases that
+// is a false alarm in about 2.4% of runs. So a case that crosses it is drawn again, with an
+// independent seed, and fails only if the second sample crosses it too (false alarm 7.3e-6 per
+// case, 6.6e-5 per run). A wrong sampler is not rescued: the negative controls below sit at z in
+// the hundreds.
 TEST(LazyGumbelExactness, ChiSquareAgainstSoftmax) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   for (const auto& c : exactness_cases(seed)) {
     auto chi = chi_square(count_draws(kN, kDraws, seed + 1, lazy_draws(c)), softmax(c.s));
     std::cout << "  " << c.name << ": chi2 " << chi.stat << " df " << chi.df << " z " << chi.z
@@ -211,7 +212,7 @@ TEST(LazyGumbelExactness, ChiSquareAgainstSoftmax) {
 // tail (Gumbel-max over S only, i.e. samples of the top-k softmax); the other scores the
 // Binomial tail but gives its keys unconditioned Gumbels (forgets the truncation at B).
 TEST(LazyGumbelExactness, WrongSamplersFailTheSameTest) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const auto cases = exactness_cases(seed);
   for (const auto& c : {cases[1], cases[6]}) {  // normal k=5; tail just below s_min
     const auto top = top_k(c.s, c.k);
@@ -256,7 +257,7 @@ TEST(LazyGumbelExactness, WrongSamplersFailTheSameTest) {
 }
 
 TEST(LazyGumbelExactness, SameSeedSameSamples) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const auto c = exactness_cases(seed)[1];
   const auto top = top_k(c.s, c.k);
   auto run = [&](uint64_t s) {
@@ -272,40 +273,50 @@ TEST(LazyGumbelExactness, SameSeedSameSamples) {
 
 // Test 2: E[m] = (n - k) e^{s_min} / (e^{s_min} + Z_S) <= (n - k) / (k + 1) (derivation in
 // docs/sampled-attention.md); the sample mean of m within 4 standard errors of it, and below
-// (n - k) / k. The score function sees exactly the tail keys counted.
+// (n - k) / k + 3 standard errors. The score function sees exactly the tail keys counted.
+// A correct sampler fails a case's two statistical checks with probability at most
+// 6.3e-5 + 1.35e-3 (the second only where E[m] is at the bound), so a failing case is drawn again
+// with an independent seed and fails only if that draw fails too: at most 2e-6 per case.
 TEST(LazyGumbelTailSize, MeanTailSizeIsAtMostNMinusKOverK) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const int64_t draws = 20000;
   for (const auto& c : exactness_cases(seed)) {
     const auto top = top_k(c.s, c.k);
-    int64_t seen = 0;
-    const ScoreFn counting = [&](const int64_t* ids, int64_t count, double* out) {
-      seen += count;
-      for (int64_t i = 0; i < count; ++i) {
-        ASSERT_EQ(std::count(top.ids.begin(), top.ids.end(), ids[i]), 0) << "scored a top-k id";
-        out[i] = c.s[ids[i]];
-      }
-    };
-    LazyGumbelSampler sampler(top.ids.data(), top.scores.data(), c.k, kN, counting);
-    SamplerRng rng(seed);
-    double sum = 0, sum2 = 0;
-    for (int64_t i = 0; i < draws; ++i) {
-      const double m = static_cast<double>(sampler.draw(rng).tail_scored);
-      sum += m;
-      sum2 += m * m;
-    }
-    const double mean = sum / draws;
-    const double se = std::sqrt(std::max(sum2 / draws - mean * mean, 0.0) / draws);
     const double s_min = top.scores.back();
     double z_s = 0;
     for (double s : top.scores) z_s += std::exp(s - s_min);
     const double exact = (kN - c.k) / (1 + z_s);
-    std::cout << "  " << c.name << ": mean tail " << mean << " (exact " << exact << ", bound "
-              << double(kN - c.k) / c.k << ")\n";
-    EXPECT_EQ(seen, static_cast<int64_t>(sum)) << c.name;
-    EXPECT_LE(mean, double(kN - c.k) / c.k + 3 * se) << c.name;
-    EXPECT_NEAR(mean, exact, 4 * se + 1e-9) << c.name;
-    EXPECT_EQ(sampler.above_threshold(), 0) << c.name;
+    const double bound = double(kN - c.k) / c.k;
+    EXPECT_LE(exact, bound) << c.name;
+    const std::string failed = test::failed_twice([&](int attempt) {
+      int64_t seen = 0;
+      const ScoreFn counting = [&](const int64_t* ids, int64_t count, double* out) {
+        seen += count;
+        for (int64_t i = 0; i < count; ++i) {
+          ASSERT_EQ(std::count(top.ids.begin(), top.ids.end(), ids[i]), 0) << "scored a top-k id";
+          out[i] = c.s[ids[i]];
+        }
+      };
+      LazyGumbelSampler sampler(top.ids.data(), top.scores.data(), c.k, kN, counting);
+      SamplerRng rng(seed + attempt * 0x9e3779b97f4a7c15ull);
+      double sum = 0, sum2 = 0;
+      for (int64_t i = 0; i < draws; ++i) {
+        const double m = static_cast<double>(sampler.draw(rng).tail_scored);
+        sum += m;
+        sum2 += m * m;
+      }
+      const double mean = sum / draws;
+      const double se = std::sqrt(std::max(sum2 / draws - mean * mean, 0.0) / draws);
+      std::cout << "  " << c.name << ": mean tail " << mean << " (exact " << exact << ", bound "
+                << bound << ", z " << (mean - exact) / se << ")\n";
+      EXPECT_EQ(seen, static_cast<int64_t>(sum)) << c.name;
+      EXPECT_EQ(sampler.above_threshold(), 0) << c.name;
+      std::string why;
+      if (mean > bound + 3 * se) why += " mean above the bound + 3 se;";
+      if (std::abs(mean - exact) >= 4 * se + 1e-9) why += " mean 4 se or more from E[m];";
+      return why.empty() ? why : c.name + ":" + why;
+    });
+    EXPECT_EQ(failed, "");
   }
 }
 
@@ -327,9 +338,11 @@ double ks_statistic(std::vector<double> x, const std::function<double(double)>& 
   return d;
 }
 
-// Test 3: truncated Gumbel draws against the conditional CDF, B from -5 to 50.
+// Test 3: truncated Gumbel draws against the conditional CDF, B from -5 to 50. Each B is tested
+// at alpha = 0.001; one that crosses is drawn again (the generator runs on, so the draw is
+// independent) and fails only if that draw crosses too: 1e-6 per B, 7e-6 per run.
 TEST(LazyGumbelTruncated, KolmogorovSmirnovAgainstConditionalCdf) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const int64_t draws = 100000;
   const double critical = 1.95 / std::sqrt(double(draws));  // alpha = 0.001
   // The naive 1 - exp(-exp(-50)) is 0 in double; the expm1 form keeps ~e^-50.
@@ -338,12 +351,15 @@ TEST(LazyGumbelTruncated, KolmogorovSmirnovAgainstConditionalCdf) {
   SamplerRng rng(seed);
   for (double b : {-5.0, -2.0, 0.0, 1.0, 5.0, 20.0, 50.0}) {
     const double p = gumbel_tail_probability(b);
-    std::vector<double> g(draws);
-    for (auto& x : g) x = truncated_gumbel(b, p, rng);
-    EXPECT_GT(*std::min_element(g.begin(), g.end()), b) << "B=" << b;
-    const double d = ks_statistic(g, [b](double x) { return truncated_cdf(x, b); });
-    std::cout << "  B=" << b << ": KS D " << d << " (critical " << critical << ")\n";
-    EXPECT_LT(d, critical) << "B=" << b;
+    const std::string failed = test::failed_twice([&](int) {
+      std::vector<double> g(draws);
+      for (auto& x : g) x = truncated_gumbel(b, p, rng);
+      EXPECT_GT(*std::min_element(g.begin(), g.end()), b) << "B=" << b;
+      const double d = ks_statistic(g, [b](double x) { return truncated_cdf(x, b); });
+      std::cout << "  B=" << b << ": KS D " << d << " (critical " << critical << ")\n";
+      return d < critical ? std::string() : "B=" + std::to_string(b) + ": D " + std::to_string(d);
+    });
+    EXPECT_EQ(failed, "");
   }
   // Negative control: B + Exp(1), the large-B limit, is wrong near B = 0 and must fail there.
   std::vector<double> g(draws);
@@ -355,9 +371,15 @@ TEST(LazyGumbelTruncated, KolmogorovSmirnovAgainstConditionalCdf) {
 
 // Test 4: Mussmann's Z^ is unbiased and Var(Z^) <= n / (4 k l) Z^2. The adversarial scores make
 // the bound nearly tight: S and k tail keys at the same score, the rest negligible, so
-// Z_S = Z_tail = Z / 2 and the tail mass sits on few keys.
+// Z_S = Z_tail = Z / 2 and the tail mass sits on few keys. There the tail sum is hypergeometric
+// (l of the n - k tail keys without replacement, k of them heavy), so Var(Z^/Z) is exactly
+// (n - 2k)(n - k - l) / (4 k l (n - k - 1)): 0.2305 against the bound 0.2469 for k = l = 45
+// (4.3 standard errors of the sample variance of 1e4 trials below it), 0.448 against 0.5 for
+// k = 5, l = 200. The mean is tested at 3 standard errors (0.0027 per configuration); a
+// configuration that fails either check is drawn again (the generator runs on) and fails only if
+// that draw fails too: about 7e-6 per configuration.
 TEST(LazyGumbelTopkTail, PartitionEstimateUnbiasedWithinTheVarianceBound) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> normal;
   std::vector<double> spread(kN);
@@ -384,28 +406,34 @@ TEST(LazyGumbelTopkTail, PartitionEstimateUnbiasedWithinTheVarianceBound) {
     double z = 0;
     for (double s : c.s) z += std::exp(s - m);
     const double log_z = m + std::log(z);
-    double sum = 0, sum2 = 0;
-    for (int64_t t = 0; t < trials; ++t) {
-      const auto sample =
-          topk_tail_sample(top.ids.data(), top.scores.data(), c.k, kN, c.l, array_scorer(c.s), rng);
-      const double ratio = std::exp(log_partition(sample) - log_z);  // Z^ / Z
-      sum += ratio;
-      sum2 += ratio * ratio;
-    }
-    const double mean = sum / trials;
-    const double var = sum2 / trials - mean * mean;
-    const double se = std::sqrt(var / trials);
-    const double bound = double(kN) / (4.0 * c.k * c.l);
-    std::cout << "  " << c.name << " k=" << c.k << " l=" << c.l << ": E[Z^/Z] " << mean << " +- "
-              << se << ", Var(Z^/Z) " << var << " (bound " << bound << ")\n";
-    EXPECT_NEAR(mean, 1.0, 3 * se) << c.name << " k=" << c.k << " l=" << c.l;
-    EXPECT_LE(var, bound) << c.name << " k=" << c.k << " l=" << c.l;
+    const std::string what = c.name + " k=" + std::to_string(c.k) + " l=" + std::to_string(c.l);
+    const std::string failed = test::failed_twice([&](int) {
+      double sum = 0, sum2 = 0;
+      for (int64_t t = 0; t < trials; ++t) {
+        const auto sample = topk_tail_sample(top.ids.data(), top.scores.data(), c.k, kN, c.l,
+                                             array_scorer(c.s), rng);
+        const double ratio = std::exp(log_partition(sample) - log_z);  // Z^ / Z
+        sum += ratio;
+        sum2 += ratio * ratio;
+      }
+      const double mean = sum / trials;
+      const double var = sum2 / trials - mean * mean;
+      const double se = std::sqrt(var / trials);
+      const double bound = double(kN) / (4.0 * c.k * c.l);
+      std::cout << "  " << what << ": E[Z^/Z] " << mean << " +- " << se << ", Var(Z^/Z) " << var
+                << " (bound " << bound << ")\n";
+      std::string why;
+      if (std::abs(mean - 1.0) > 3 * se) why += " mean 3 se or more from 1;";
+      if (var > bound) why += " variance above the bound;";
+      return why.empty() ? why : what + ":" + why;
+    });
+    EXPECT_EQ(failed, "");
   }
 }
 
 // algorithms.md test 3, last clause: the error of O^ falls as k and l grow.
 TEST(LazyGumbelTopkTail, OutputErrorFallsAsKAndLGrow) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> normal;
   const int64_t dv = 4;
@@ -446,7 +474,7 @@ using test::make_banks;
 // Test 5: O_S - O = (Z_tail / Z) (O_S - O_tail), with O_S from "topk", O from "dense".
 TEST(LazyGumbelIdentity, TruncationErrorIdentityHoldsToRounding) {
   for (const auto dtype : {torch::kFloat64, torch::kFloat32}) {
-    torch::manual_seed(test::fresh_seed());
+    torch::manual_seed(test::test_seed());
     const int64_t dk = 12, dv = 5, R = 9;
     const auto banks = make_banks({120, 211}, dk, dv, dtype);
     const auto q = torch::randn({R, dk}, torch::kFloat64).to(dtype);
@@ -467,6 +495,7 @@ TEST(LazyGumbelIdentity, TruncationErrorIdentityHoldsToRounding) {
     const auto o_tail = e_tail.matmul(banks.all_values()) / e_tail.sum(1, true);
     const auto o_s = top.output.to(torch::kFloat64), o = dense.output.to(torch::kFloat64);
     const auto lhs = o_s - o, rhs = z_tail_over_z * (o_s - o_tail);
+    std::cout << "  tail mass at least " << z_tail_over_z.min().item<double>() << "\n";
     EXPECT_GT(z_tail_over_z.min().item<double>(), 0.05) << "the tail should carry real mass";
     // Absolute error relative to the size of the terms (|O_S|, |O| are O(1)).
     const double err = (lhs - rhs).abs().max().item<double>() / o.abs().max().item<double>();
@@ -477,7 +506,7 @@ TEST(LazyGumbelIdentity, TruncationErrorIdentityHoldsToRounding) {
 // Test 7: over two banks, the sampler is exact over their union and scores tail keys of both
 // banks in proportion to their sizes (outside S).
 TEST(LazyGumbelBanks, TwoBanksSampledInProportion) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   torch::manual_seed(seed);
   const int64_t dk = 16, dv = 3, k = 45;
   const std::vector<int64_t> sizes = {700, 1300};
@@ -503,39 +532,48 @@ TEST(LazyGumbelBanks, TwoBanksSampledInProportion) {
   ASSERT_GT(k0, 0);
   ASSERT_LT(k0, k);
 
-  std::vector<std::array<int64_t, 2>> by_bank(kChunks, {0, 0});
-  std::vector<std::shared_ptr<LazyGumbelSampler>> samplers;
-  int chunk = 0;
-  const auto counts = count_draws(n, kDraws, seed + 1, [&] {
-    auto* mine = &by_bank[chunk++];
-    const ScoreFn counting = [&scorer, mine, &sizes](const int64_t* ids, int64_t count,
-                                                     double* out) {
-      for (int64_t i = 0; i < count; ++i) ++(*mine)[ids[i] < sizes[0] ? 0 : 1];
-      scorer(ids, count, out);
-    };
-    auto sampler =
-        std::make_shared<LazyGumbelSampler>(ids.data(), top_scores.data(), k, n, counting);
-    samplers.push_back(sampler);
-    return DrawFn([sampler](SamplerRng& rng) { return sampler->draw(rng).id; });
+  // Two statistics at |z| < 3 (0.0027 each): a draw that fails either is repeated with an
+  // independent seed, and the test fails only if that draw fails too (about 3e-5 per run).
+  const std::string failed = test::failed_twice([&](int attempt) {
+    std::vector<std::array<int64_t, 2>> by_bank(kChunks, {0, 0});
+    std::vector<std::shared_ptr<LazyGumbelSampler>> samplers;
+    int chunk = 0;
+    const uint64_t draw_seed = seed + 1 + attempt * 0x9e3779b97f4a7c15ull;
+    const auto counts = count_draws(n, kDraws, draw_seed, [&] {
+      auto* mine = &by_bank[chunk++];
+      const ScoreFn counting = [&scorer, mine, &sizes](const int64_t* ids, int64_t count,
+                                                       double* out) {
+        for (int64_t i = 0; i < count; ++i) ++(*mine)[ids[i] < sizes[0] ? 0 : 1];
+        scorer(ids, count, out);
+      };
+      auto sampler =
+          std::make_shared<LazyGumbelSampler>(ids.data(), top_scores.data(), k, n, counting);
+      samplers.push_back(sampler);
+      return DrawFn([sampler](SamplerRng& rng) { return sampler->draw(rng).id; });
+    });
+    const auto chi = chi_square(counts, softmax(all));
+    double tail0 = 0, tail_all = 0;
+    for (const auto& b : by_bank) tail0 += b[0], tail_all += b[0] + b[1];
+    const double f = double(sizes[0] - k0) / double(n - k);
+    const double z_prop = (tail0 - tail_all * f) / std::sqrt(tail_all * f * (1 - f));
+    std::cout << "  chi2 " << chi.stat << " df " << chi.df << " z " << chi.z
+              << "; tail keys from bank 0: " << tail0 / tail_all << " (expected " << f << ", z "
+              << z_prop << ")\n";
+    EXPECT_GT(tail_all, 1e5) << "too few tail keys to test the proportion";
+    for (const auto& smp : samplers) EXPECT_EQ(smp->above_threshold(), 0);
+    std::string why;
+    if (std::abs(chi.z) >= 3.0) why += " chi-square z " + std::to_string(chi.z) + ";";
+    if (std::abs(z_prop) >= 3.0) why += " bank-0 share z " + std::to_string(z_prop) + ";";
+    return why;
   });
-  const auto chi = chi_square(counts, softmax(all));
-  double tail0 = 0, tail_all = 0;
-  for (const auto& b : by_bank) tail0 += b[0], tail_all += b[0] + b[1];
-  const double f = double(sizes[0] - k0) / double(n - k);
-  const double z_prop = (tail0 - tail_all * f) / std::sqrt(tail_all * f * (1 - f));
-  std::cout << "  chi2 " << chi.stat << " df " << chi.df << " z " << chi.z << "; tail keys from "
-            << "bank 0: " << tail0 / tail_all << " (expected " << f << ", z " << z_prop << ")\n";
-  EXPECT_LT(std::abs(chi.z), 3.0);
-  EXPECT_GT(tail_all, 1e5) << "too few tail keys to test the proportion";
-  EXPECT_LT(std::abs(z_prop), 3.0);
-  for (const auto& smp : samplers) EXPECT_EQ(smp->above_threshold(), 0);
+  EXPECT_EQ(failed, "");
 }
 
 // The estimators at the op level, in float32 and float64.
 class LazyGumbelEstimators : public ::testing::TestWithParam<torch::ScalarType> {};
 
 TEST_P(LazyGumbelEstimators, GumbelConvergesToDenseWithinMonteCarloError) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 10, dv = 5, R = 8;
   const auto banks = make_banks({300, 517}, dk, dv, dtype);
@@ -565,6 +603,7 @@ TEST_P(LazyGumbelEstimators, GumbelConvergesToDenseWithinMonteCarloError) {
             .item<double>();
     // The plain mean is unbiased (|z| < 5 over 40 entries); the median of 5 means has a wider
     // spread (about 1.25x) and a small bias.
+    std::cout << "  groups " << groups << ": max |z| " << z << "\n";
     EXPECT_LT(z, groups == 1 ? 5.0 : 8.0) << "groups=" << groups;
     const auto again = knn_attention(q, banks.views(), opts);
     EXPECT_TRUE(torch::equal(r.output, again.output)) << "same seed, same output";
@@ -576,7 +615,7 @@ TEST_P(LazyGumbelEstimators, GumbelConvergesToDenseWithinMonteCarloError) {
 }
 
 TEST_P(LazyGumbelEstimators, TopkTailSpansTopkToDense) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const int64_t dk = 9, dv = 4, R = 6;
   const auto banks = make_banks({40, 73}, dk, dv, dtype);

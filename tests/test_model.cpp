@@ -18,7 +18,7 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 TEST(ModelTransformer, ForwardShapesOnTheTinyConfig) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const ModelConfig config = test::tiny_config();
   auto model = test::make_model(config, seed);
   ASSERT_EQ(model->memory_layers().size(), 1u);
@@ -48,7 +48,7 @@ TEST(ModelTransformer, ParameterCountsMatchTheDocs) {
 }
 
 TEST(ModelTransformer, IsCausal) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   auto model = test::make_model(test::tiny_config(), seed);
   const int64_t T = 23, t = 9;
   const auto tokens = test::random_tokens(2, T);
@@ -67,7 +67,7 @@ TEST(ModelTransformer, IsCausal) {
 }
 
 TEST(ModelTransformer, BadInputsAreClearErrors) {
-  auto model = test::make_model(test::tiny_config(256), test::fresh_seed());
+  auto model = test::make_model(test::tiny_config(256), test::test_seed());
   EXPECT_THAT(error_of([&] { model->forward(test::random_tokens(1, 129)); }),
               HasSubstr("sequence length 129 is outside [1, max_seq_len = 128]"));
   EXPECT_THAT(error_of([&] {
@@ -87,7 +87,7 @@ TEST(ModelTransformer, BadInputsAreClearErrors) {
 }
 
 TEST(ModelMemory, BaseBanksFollowTheConfigAndTheSeed) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   ModelConfig config = test::tiny_config(300);
   config.n_layers = 3;
   config.memory_blocks = {2, 0};
@@ -114,7 +114,7 @@ TEST(ModelMemory, BaseBanksFollowTheConfigAndTheSeed) {
 class ModelMemoryPlacement : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ModelMemoryPlacement, RunsAndGradientsReachQueriesAndTrainableBanks) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   ModelConfig config = test::tiny_config(512);
   config.memory.attention.k = 8;
   config.memory_placement = GetParam();
@@ -145,7 +145,7 @@ INSTANTIATE_TEST_SUITE_P(Model, ModelMemoryPlacement,
                          ::testing::Values("beside_ffn", "replace_ffn"));
 
 TEST(ModelMemory, FrozenBanksGetNoGradient) {
-  auto model = test::make_model(test::tiny_config(256), test::fresh_seed());
+  auto model = test::make_model(test::tiny_config(256), test::test_seed());
   const auto tokens = test::random_tokens(1, 9);
   model->forward(tokens).pow(2).mean().backward();
   const Bank& bank = model->memory_layers()[0]->banks()[0]->bank();
@@ -155,7 +155,7 @@ TEST(ModelMemory, FrozenBanksGetNoGradient) {
 }
 
 TEST(ModelMemory, ScaleZeroMeansSqrtKeyDim) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   auto logits_with_scale = [&](double scale) {
     ModelConfig config = test::tiny_config(256);
     config.memory.attention.scale = scale;
@@ -170,9 +170,9 @@ TEST(ModelMemory, ScaleZeroMeansSqrtKeyDim) {
 }
 
 TEST(ModelLearning, TinyModelOverfitsOneSentence) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   ModelConfig config = test::tiny_config(1024);
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   const ByteTokenizer tok;
   const auto ids = tok.encode("Helium is the second element; its symbol is He.", true, true);
   const auto tokens = torch::tensor(ids, torch::kLong).unsqueeze(0);

@@ -39,7 +39,7 @@ void edit_file(const std::string& path, const std::string& from, const std::stri
 }
 
 TEST(ModelIo, SaveThenLoadIsBitIdentical) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const ModelConfig config = test::tiny_config();
   auto model = test::make_model(config, seed);
   test::TempDir dir;
@@ -72,7 +72,7 @@ TEST(ModelIo, SaveThenLoadIsBitIdentical) {
 
 TEST(ModelIo, TamperedConfigNamesTheTensorAndBothShapes) {
   const ModelConfig config = test::tiny_config(128);
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   test::TempDir dir;
   save_model(dir.file("m"), model, config, ByteTokenizer());
   edit_file(dir.file("m/config.yaml"), "d_model: 128", "d_model: 256");
@@ -84,7 +84,7 @@ TEST(ModelIo, TamperedConfigNamesTheTensorAndBothShapes) {
 
 TEST(ModelIo, ConfigWithoutASavedLayerIsAnError) {
   const ModelConfig config = test::tiny_config(128);
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   test::TempDir dir;
   save_model(dir.file("m"), model, config, ByteTokenizer());
   edit_file(dir.file("m/config.yaml"), "memory_blocks: [1]", "memory_blocks: []");
@@ -98,7 +98,7 @@ TEST(ModelIo, MissingFolderOrFilesAreNamed) {
   EXPECT_THAT(error_of([&] { load_model(dir.file("nowhere")); }),
               HasSubstr("model folder " + dir.file("nowhere") + " does not exist"));
   const ModelConfig config = test::tiny_config(128);
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   for (const std::string name : {"config.yaml", "tokenizer.json", "model.pt", "bank_0.h5"}) {
     SCOPED_TRACE(name);
     save_model(dir.file("m"), model, config, ByteTokenizer());
@@ -109,7 +109,7 @@ TEST(ModelIo, MissingFolderOrFilesAreNamed) {
 
 TEST(ModelIo, BankWithOtherDimsIsRefused) {
   const ModelConfig config = test::tiny_config(128);
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   test::TempDir dir;
   save_model(dir.file("m"), model, config, ByteTokenizer());
   IndexedBank(make_random_bank("wrong", 64, /*key_dim=*/16, /*value_dim=*/32, 1, false),
@@ -122,7 +122,7 @@ TEST(ModelIo, BankWithOtherDimsIsRefused) {
 
 TEST(ModelIo, SaveRefusesAdaptersForeignConfigsAndMissingBanks) {
   const ModelConfig config = test::tiny_config(128);
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   test::TempDir dir;
   ModelConfig other = config;
   other.d_ff = 256;
@@ -153,7 +153,7 @@ TEST(ModelIo, ModuleStateRefusesOtherFiles) {
 }
 
 TEST(ModelIo, FingerprintFollowsConfigAndBankKeys) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   const ModelConfig config = test::tiny_config(128);
   auto a = test::make_model(config, seed);
   auto b = test::make_model(config, seed);

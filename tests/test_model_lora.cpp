@@ -16,7 +16,7 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 TEST(ModelLora, FreshAdaptersKeepTheLogitsAndOnlyAdaptersTrain) {
-  auto model = test::make_model(test::tiny_config(256), test::fresh_seed());
+  auto model = test::make_model(test::tiny_config(256), test::test_seed());
   const auto tokens = test::random_tokens(2, 10);
   const auto before = model->forward(tokens).detach();
   const size_t n_before = model->parameters().size();
@@ -50,7 +50,7 @@ TEST(ModelLora, FreshAdaptersKeepTheLogitsAndOnlyAdaptersTrain) {
 }
 
 TEST(ModelLora, AdapterComputesTheLowRankUpdateAndMergesIntoTheWeight) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   torch::nn::Linear base(13, 7);
   LoraLinear lora(base, /*rank=*/3, /*alpha=*/6.0);
   EXPECT_EQ(lora->lora_a.sizes(), (std::vector<int64_t>{3, 13}));
@@ -74,7 +74,7 @@ TEST(ModelLora, AdapterComputesTheLowRankUpdateAndMergesIntoTheWeight) {
 }
 
 TEST(ModelLora, MergeKeepsTheFunctionAndRestoresThePlainParameters) {
-  auto model = test::make_model(test::tiny_config(256), test::fresh_seed());
+  auto model = test::make_model(test::tiny_config(256), test::test_seed());
   const size_t n_plain = model->parameters().size();
   apply_lora(model, 2, 4.0);
   {

@@ -255,7 +255,7 @@ TEST(RecipeCorpus, TextJsonlAndElements) {
   EXPECT_THAT(error_of([&] { load_corpus(scratch.file("c.csv"), 0); }),
               HasSubstr("is not a known corpus"));
   EXPECT_THAT(error_of([&] { load_corpus(jsonl, -1); }), HasSubstr("must be >= 0"));
-  if (!dictd_installed({"elements"})) GTEST_SKIP() << "dict-elements is not installed";
+  KVTUNE_REQUIRE_DICTD("elements");
   const auto facts = load_corpus(kElementsFacts, 0);
   EXPECT_EQ(facts.size(), 857u);  // docs/data.md: 554 statements + 303 answered questions
   EXPECT_EQ(facts[0].headword, "Hydrogen");
@@ -263,7 +263,7 @@ TEST(RecipeCorpus, TextJsonlAndElements) {
 }
 
 TEST(RecipeCorpus, MaxEntriesIsAStableSampleInOrder) {
-  if (!dictd_installed({"jargon"})) GTEST_SKIP() << "dict-jargon is not installed";
+  KVTUNE_REQUIRE_DICTD("jargon");
   const auto all = load_corpus("jargon", 0);
   const auto some = load_corpus("jargon", 200);
   ASSERT_EQ(some.size(), 200u);

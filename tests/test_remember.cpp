@@ -77,7 +77,7 @@ RememberOptions quick(int64_t steps = 3) {
 
 TEST(Remember, LeavesTheModelAndEveryOtherSlotBitForBit) {
   const auto config = test::micro_config();
-  auto model = test::make_model(config, test::fresh_seed());
+  auto model = test::make_model(config, test::test_seed());
   std::vector<std::pair<std::string, torch::Tensor>> before;
   for (const auto& p : model->named_parameters()) before.emplace_back(p.key(), p.value().clone());
   const Bank base = deep_copy(model->memory_layers()[0]->banks()[0]->bank());
@@ -126,7 +126,7 @@ TEST(Remember, LeavesTheModelAndEveryOtherSlotBitForBit) {
 
 TEST(Remember, TheRememberedTextGetsLikelier) {
   test::TempDir dir;
-  auto model = test::make_model(test::micro_config(), test::fresh_seed());
+  auto model = test::make_model(test::micro_config(), test::test_seed());
   {
     // An untrained model's tied embedding (std 0.02) bounds every logit to about +-0.6, so no
     // value could make any token likely; training grows it, and so does this.
@@ -153,7 +153,7 @@ TEST(Remember, TheRememberedTextGetsLikelier) {
 }
 
 TEST(Remember, MinLossKeepsOnlyTheSurprisingPositions) {
-  auto model = test::make_model(test::micro_config(), test::fresh_seed());
+  auto model = test::make_model(test::micro_config(), test::test_seed());
   const auto docs = docs_of({"A text the untrained model cannot predict well."});
   Bank all = empty_memory_bank(model, 0, "all");
   const auto every = remember(model, all, docs, quick(0));
@@ -181,7 +181,7 @@ TEST(Remember, EvictsTheLeastUsedSlotsOldestFirstOnTies) {
   EXPECT_EQ(least_used_rows(usage, ids, 3), (std::vector<int64_t>{2, 3, 4}));
   EXPECT_TRUE(least_used_rows(usage, ids, 0).empty());
 
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   auto model = test::make_model(test::micro_config(), seed);
   Bank bank = empty_memory_bank(model, 0, "stm");
   remember(model, bank, docs_of({"First things first."}), quick(1));
@@ -220,7 +220,7 @@ TEST(Remember, EvictsTheLeastUsedSlotsOldestFirstOnTies) {
 
 TEST(Remember, AFullBankWithoutEvictionIsAnErrorAndNoFileChanges) {
   test::TempDir dir;
-  auto model = test::make_model(test::micro_config(), test::fresh_seed());
+  auto model = test::make_model(test::micro_config(), test::test_seed());
   ByteTokenizer tok;
   write_text(dir.file("a.txt"), "One paragraph.\n\nAnd another one.\n");
   write_text(dir.file("b.txt"), "More text.\n");
@@ -268,7 +268,7 @@ TEST(Remember, AFullBankWithoutEvictionIsAnErrorAndNoFileChanges) {
 TEST(Remember, SeveralAttachedBanksActAsOneMergedBank) {
   test::TempDir dir;
   const auto config = test::micro_config();
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   auto model = test::make_model(config, seed);
   ByteTokenizer tok;
   write_text(dir.file("a.txt"), "Alpha beta gamma.\n");

@@ -76,7 +76,7 @@ Grads gradients(const Problem& p, const std::string& estimator, const std::strin
 // The problem of the statistical tests: 500 keys in two banks, a scale that spreads the
 // softmax (the top-8 holds well under all the mass, so the tail matters).
 Problem stat_problem() {
-  return Problem(test::fresh_seed(), 300, 200, 4, 16, 8, 6.0, 8);
+  return Problem(test::test_seed(), 300, 200, 4, 16, 8, 6.0, 8);
 }
 
 TEST(SampledBackward, TopkHoldsLittleOfTheMassInTheStatProblem) {
@@ -85,101 +85,132 @@ TEST(SampledBackward, TopkHoldsLittleOfTheMassInTheStatProblem) {
   const auto q = p.queries / p.queries.norm(2, 1, true);
   const auto probs = torch::softmax(p.options.scale * q.matmul(p.banks.all_keys().t()), 1);
   const double top_mass = std::get<0>(probs.topk(p.options.k, 1)).sum(1).mean().item<double>();
+  std::cout << "[ mass     ] top-" << p.options.k << " " << top_mass << "\n";
   EXPECT_LT(top_mass, 0.6);
 }
 
 // Unbiased: the mean over 2000 independent estimates (s = 8 draws per query row each) matches
-// autograd on dense attention along random directions within 4 standard errors; the truncated
-// top-k gradient (what an estimator that ignores the tail converges to) is many standard errors
-// away. Standard errors from B = 40 batch means of C = 50 estimates (independent batches).
+// autograd on dense attention within 4 standard errors along 4 directions per gradient: 3 random
+// ones and the direction of the top-k gradient's error (top-k minus dense), where a bias toward
+// the truncated gradient shows most. Control: the truncated top-k gradient (what an estimator
+// that ignores the tail converges to) must be more than 8 standard errors away along that last
+// direction. Standard errors from B = 40 batch means of C = 50 estimates (independent batches),
+// so each ratio is Student t with 39 degrees of freedom: |t| >= 4 has probability 2.7e-4, 3.3e-3
+// over the 12 directions. A draw that fails is repeated with independent seeds, and the test
+// fails only if that draw fails too: about 1e-5 per run.
 TEST(SampledBackward, UnbiasedAgainstDenseAutogradAndTheControlFails) {
   const auto p = stat_problem();
   const Grads ref = gradients(p, "dense", "dense", 0, 0);
   const Grads topk = gradients(p, "dense", "exact", 0, 0);
   const int64_t B = 40, C = 50, s = 8;
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
 
-  constexpr int kDirections = 3;
+  constexpr int kDirections = 4;  // the last: along topk - ref
   std::vector<torch::Tensor> directions[3];
   const torch::Tensor* refs[3] = {&ref.dq, &ref.dk, &ref.dv};
   const torch::Tensor* tops[3] = {&topk.dq, &topk.dk, &topk.dv};
-  for (int kind = 0; kind < 3; ++kind)
-    for (int d = 0; d < kDirections; ++d)
+  for (int kind = 0; kind < 3; ++kind) {
+    for (int d = 0; d + 1 < kDirections; ++d)
       directions[kind].push_back(torch::randn_like(*refs[kind]));
+    const auto bias = *tops[kind] - *refs[kind];
+    directions[kind].push_back(bias / bias.norm());
+  }
 
-  std::vector<double> sum(3 * kDirections, 0), sum2(3 * kDirections, 0);
-  for (int64_t t = 0; t < B; ++t) {
-    const Grads g = gradients(p, "dense", "sampled", s, seed + static_cast<uint64_t>(t), C);
-    ASSERT_TRUE(g.frozen_untouched);
-    ASSERT_TRUE(g.sparse);
-    const torch::Tensor* got[3] = {&g.dq, &g.dk, &g.dv};
-    for (int kind = 0; kind < 3; ++kind) {
-      for (int d = 0; d < kDirections; ++d) {
-        const double x = (*got[kind] * directions[kind][d]).sum().item<double>();
-        sum[kind * kDirections + d] += x;
-        sum2[kind * kDirections + d] += x * x;
+  const char* names[3] = {"dQ", "dK", "dV"};
+  const std::string failed = test::failed_twice([&](int attempt) {
+    std::vector<double> sum(3 * kDirections, 0), sum2(3 * kDirections, 0);
+    const uint64_t draw_seed = seed + attempt * 0x9e3779b97f4a7c15ull;
+    for (int64_t t = 0; t < B; ++t) {
+      const Grads g = gradients(p, "dense", "sampled", s, draw_seed + static_cast<uint64_t>(t), C);
+      EXPECT_TRUE(g.frozen_untouched);
+      EXPECT_TRUE(g.sparse);
+      const torch::Tensor* got[3] = {&g.dq, &g.dk, &g.dv};
+      for (int kind = 0; kind < 3; ++kind) {
+        for (int d = 0; d < kDirections; ++d) {
+          const double x = (*got[kind] * directions[kind][d]).sum().item<double>();
+          sum[kind * kDirections + d] += x;
+          sum2[kind * kDirections + d] += x * x;
+        }
       }
     }
-  }
-  const char* names[3] = {"dQ", "dK", "dV"};
-  for (int kind = 0; kind < 3; ++kind) {
-    double control_max_z = 0;
-    for (int d = 0; d < kDirections; ++d) {
-      const int i = kind * kDirections + d;
-      const double mean = sum[i] / B;
-      const double se = std::sqrt((sum2[i] / B - mean * mean) / (B - 1));
-      const double want = (*refs[kind] * directions[kind][d]).sum().item<double>();
-      const double control = (*tops[kind] * directions[kind][d]).sum().item<double>();
-      ASSERT_GT(se, 0) << names[kind];
-      std::cout << "[ z        ] " << names[kind] << " " << (mean - want) / se << " (control "
-                << (control - want) / se << ")\n";
-      EXPECT_LT(std::abs(mean - want) / se, 4.0)
-          << names[kind] << " direction " << d << ": mean " << mean << " vs dense " << want
-          << " (se " << se << ")";
-      control_max_z = std::max(control_max_z, std::abs(control - want) / se);
+    std::string why;
+    for (int kind = 0; kind < 3; ++kind) {
+      for (int d = 0; d < kDirections; ++d) {
+        const int i = kind * kDirections + d;
+        const double mean = sum[i] / B;
+        const double se = std::sqrt((sum2[i] / B - mean * mean) / (B - 1));
+        const double want = (*refs[kind] * directions[kind][d]).sum().item<double>();
+        const double control = (*tops[kind] * directions[kind][d]).sum().item<double>();
+        if (!(se > 0)) {
+          why += std::string(" ") + names[kind] + ": no spread;";
+          continue;
+        }
+        const double z = (mean - want) / se, z_control = (control - want) / se;
+        std::cout << "[ z        ] " << names[kind] << " " << z << " (control " << z_control
+                  << (d + 1 == kDirections ? ", along the top-k error" : "") << ")\n";
+        if (std::abs(z) >= 4.0) {
+          why += std::string(" ") + names[kind] + " direction " + std::to_string(d) + ": t " +
+                 std::to_string(z) + ";";
+        }
+        if (d + 1 == kDirections && std::abs(z_control) <= 8.0) {
+          why += std::string(" ") + names[kind] + ": the top-k gradient is within reach (" +
+                 std::to_string(z_control) + " se);";
+        }
+      }
     }
-    EXPECT_GT(control_max_z, 8.0) << names[kind]
-                                  << ": the top-k gradient is within reach of the test";
-  }
+    return why;
+  });
+  EXPECT_EQ(failed, "");
 }
 
 // Error ~ s^-1/2: the RMS error against dense autograd over T trials (each the mean of C
-// independent estimates, so error^2 = tr(Cov) / (s C)), fitted on log-log axes.
+// independent estimates, so error^2 = tr(Cov) / (s C)), fitted on log-log axes. Over six seeds
+// the slopes spread with a standard deviation of about 0.02 (dK, the widest) around -0.5, so
+// [-0.6, -0.4] is about 4.5 of them; a draw that leaves it is repeated with independent seeds
+// and the test fails only if that draw leaves it too. A biased estimator (one that ignores the
+// tail) stops improving at its bias, which flattens the slope; draws that are not independent
+// within a row fall slower than s^-1/2.
 TEST(SampledBackward, ErrorFallsAsInverseSquareRootOfSamples) {
   const auto p = stat_problem();
   const Grads ref = gradients(p, "dense", "dense", 0, 0);
   const std::vector<int64_t> samples = {2, 8, 32, 128};
   const int64_t T = 30, C = 4;
-  const uint64_t seed = test::fresh_seed();
-  std::vector<double> log_s, log_err[3];
-  for (const int64_t s : samples) {
-    double se[3] = {0, 0, 0};
-    for (int64_t t = 0; t < T; ++t) {
-      const Grads g = gradients(p, "dense", "sampled", s, seed + 1000 * s + t, C);
-      se[0] += (g.dq - ref.dq).pow(2).sum().item<double>();
-      se[1] += (g.dk - ref.dk).pow(2).sum().item<double>();
-      se[2] += (g.dv - ref.dv).pow(2).sum().item<double>();
-    }
-    log_s.push_back(std::log(static_cast<double>(s)));
-    for (int kind = 0; kind < 3; ++kind) log_err[kind].push_back(0.5 * std::log(se[kind] / T));
-    // Relative RMS error of one estimate (the mean of C): x sqrt(C) gives a single draw's.
-    std::cout << "[ error    ] s " << s << " relative RMS dQ "
-              << std::sqrt(se[0] / T) / ref.dq.norm().item<double>() << " dK "
-              << std::sqrt(se[1] / T) / ref.dk.norm().item<double>() << " dV "
-              << std::sqrt(se[2] / T) / ref.dv.norm().item<double>() << " (mean of " << C
-              << " estimates)\n";
-  }
+  const uint64_t seed = test::test_seed();
   const char* names[3] = {"dQ", "dK", "dV"};
-  for (int kind = 0; kind < 3; ++kind) {
-    const double slope = test::least_squares_slope(log_s, log_err[kind]);
-    std::cout << "[ slope    ] " << names[kind] << " " << slope << "\n";
-    EXPECT_GT(slope, -0.6) << names[kind];
-    EXPECT_LT(slope, -0.4) << names[kind];
-  }
+  const std::string failed = test::failed_twice([&](int attempt) {
+    const uint64_t draw_seed = seed + attempt * 0x9e3779b97f4a7c15ull;
+    std::vector<double> log_s, log_err[3];
+    for (const int64_t s : samples) {
+      double se[3] = {0, 0, 0};
+      for (int64_t t = 0; t < T; ++t) {
+        const Grads g = gradients(p, "dense", "sampled", s, draw_seed + 1000 * s + t, C);
+        se[0] += (g.dq - ref.dq).pow(2).sum().item<double>();
+        se[1] += (g.dk - ref.dk).pow(2).sum().item<double>();
+        se[2] += (g.dv - ref.dv).pow(2).sum().item<double>();
+      }
+      log_s.push_back(std::log(static_cast<double>(s)));
+      for (int kind = 0; kind < 3; ++kind) log_err[kind].push_back(0.5 * std::log(se[kind] / T));
+      // Relative RMS error of one estimate (the mean of C): x sqrt(C) gives a single draw's.
+      std::cout << "[ error    ] s " << s << " relative RMS dQ "
+                << std::sqrt(se[0] / T) / ref.dq.norm().item<double>() << " dK "
+                << std::sqrt(se[1] / T) / ref.dk.norm().item<double>() << " dV "
+                << std::sqrt(se[2] / T) / ref.dv.norm().item<double>() << " (mean of " << C
+                << " estimates)\n";
+    }
+    std::string why;
+    for (int kind = 0; kind < 3; ++kind) {
+      const double slope = test::least_squares_slope(log_s, log_err[kind]);
+      std::cout << "[ slope    ] " << names[kind] << " " << slope << "\n";
+      if (!(slope > -0.6 && slope < -0.4))
+        why += std::string(" ") + names[kind] + " slope " + std::to_string(slope) + ";";
+    }
+    return why;
+  });
+  EXPECT_EQ(failed, "");
 }
 
 TEST(SampledBackward, ExactAndDenseBackwardsAttachToAnyForward) {
-  const Problem p(test::fresh_seed(), 120, 80, 3, 8, 4, 5.0, 6);
+  const Problem p(test::test_seed(), 120, 80, 3, 8, 4, 5.0, 6);
   const Grads topk = gradients(p, "topk", "exact", 0, 0);
   const Grads dense = gradients(p, "dense", "dense", 0, 0);
   for (const std::string fwd : {"gumbel", "topk+tail", "dense"}) {
@@ -197,7 +228,7 @@ TEST(SampledBackward, ExactAndDenseBackwardsAttachToAnyForward) {
 }
 
 TEST(SampledBackward, OutputValueIsTheForwardEstimatorsWhateverTheBackward) {
-  const Problem p(test::fresh_seed(), 120, 80, 3, 8, 4, 5.0, 6);
+  const Problem p(test::test_seed(), 120, 80, 3, 8, 4, 5.0, 6);
   for (const std::string fwd : {"topk", "gumbel", "topk+tail", "dense"}) {
     KnnAttentionOptions o = p.options;
     o.estimator = fwd;
@@ -217,7 +248,7 @@ TEST(SampledBackward, OutputValueIsTheForwardEstimatorsWhateverTheBackward) {
 }
 
 TEST(SampledBackward, SparseRowsSeededAndReproducible) {
-  const Problem p(test::fresh_seed(), 300, 200, 2, 8, 4, 2.0, 4);
+  const Problem p(test::test_seed(), 300, 200, 2, 8, 4, 2.0, 4);
   const Grads a = gradients(p, "topk", "sampled", 4, 5);
   const Grads b = gradients(p, "topk", "sampled", 4, 5);
   const Grads c = gradients(p, "topk", "sampled", 4, 6);
@@ -234,7 +265,7 @@ TEST(SampledBackward, SparseRowsSeededAndReproducible) {
 
 TEST(SampledBackward, DvWeightsSumToOnePerRowOverAllBanks) {
   // With both banks trainable, sum_j dV_j = sum_r dO_r exactly (weights count / s sum to 1).
-  Problem p(test::fresh_seed(), 50, 70, 3, 8, 4, 3.0, 5);
+  Problem p(test::test_seed(), 50, 70, 3, 8, 4, 3.0, 5);
   p.banks.values[0].set_requires_grad(true);
   auto q = p.queries.clone().set_requires_grad(true);
   KnnAttentionOptions o = p.options;
@@ -248,7 +279,7 @@ TEST(SampledBackward, DvWeightsSumToOnePerRowOverAllBanks) {
 }
 
 TEST(SampledBackward, Float32RunsAndBadOptionsAreRefused) {
-  Problem p(test::fresh_seed(), 60, 40, 2, 8, 4, 3.0, 4);
+  Problem p(test::test_seed(), 60, 40, 2, 8, 4, 3.0, 4);
   Banks b32;
   for (int i = 0; i < 2; ++i) {
     b32.keys.push_back(p.banks.keys[i].detach().to(torch::kFloat32).requires_grad_(i == 1));

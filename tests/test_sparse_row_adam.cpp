@@ -9,7 +9,7 @@ namespace kvtune {
 namespace {
 
 TEST(SparseRowAdam, TouchedRowsFollowAdamUntouchedRowsStay) {
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t n = 50, d = 7;
   auto bank = torch::randn({n, d}, torch::kFloat64).requires_grad_(true);
   const auto start = bank.detach().clone();

@@ -72,7 +72,7 @@ class CudaKernels : public ::testing::TestWithParam<torch::ScalarType> {};
 
 TEST_P(CudaKernels, SearchFindsTheExactTopK) {
   SKIP_WITHOUT_CUDA_DEVICE();
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const double tol = cuda_tol(dtype);
   for (int64_t n : {37, 5003, 70001}) {
@@ -101,7 +101,7 @@ TEST_P(CudaKernels, SearchFindsTheExactTopK) {
 
 TEST(CudaKernelsMerge, MergeKeepsTheBestKOfEveryRow) {
   SKIP_WITHOUT_CUDA_DEVICE();
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t R = 31, L = 301, k = 45;
   auto scores = torch::randn({R, L});
   auto ids = torch::stack(std::vector<torch::Tensor>(R, torch::randperm(100000).narrow(0, 0, L)));
@@ -128,7 +128,7 @@ torch::Tensor cpu_candidates(const torch::Tensor& q, const std::vector<TestBank>
 
 TEST_P(CudaKernels, ForwardAndBackwardMatchTheCpuKernels) {
   SKIP_WITHOUT_CUDA_DEVICE();
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const auto dtype = GetParam();
   const double tol = cuda_tol(dtype);
   const int64_t R = 53, dk = 72, dv = 40, k = 23;
@@ -195,7 +195,7 @@ TEST_P(CudaKernels, ForwardAndBackwardMatchTheCpuKernels) {
 
 TEST(CudaKernelsOp, TopkOpAndGradientsMatchTheCpuOp) {
   SKIP_WITHOUT_CUDA_DEVICE();
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t dk = 40, dv = 24;
   const auto keys = test::unit_rows(501, dk, torch::kFloat32);
   const auto values = torch::randn({501, dv});
@@ -219,7 +219,7 @@ TEST(CudaKernelsOp, TopkOpAndGradientsMatchTheCpuOp) {
 
 TEST(CudaKernelsGumbel, LazyGumbelSamplesTheFullSoftmax) {
   SKIP_WITHOUT_CUDA_DEVICE();
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::test_seed();
   torch::manual_seed(seed);
   const int64_t n = 997, dk = 16, R = 3, samples = 100000;
   const auto bank = make_bank(n, dk, 4, torch::kFloat32);
@@ -254,7 +254,7 @@ TEST(CudaKernelsGumbel, LazyGumbelSamplesTheFullSoftmax) {
 
 TEST(CudaKernelsAdam, SparseRowAdamMatchesTheCpuOptimizer) {
   SKIP_WITHOUT_CUDA_DEVICE();
-  torch::manual_seed(test::fresh_seed());
+  torch::manual_seed(test::test_seed());
   const int64_t N = 513, d = 33;
   SparseRowAdamOptions o;
   o.lr = 3e-2;
