@@ -1,5 +1,5 @@
-// Lazy Gumbel sampling and the sampled estimators (algorithms.md sections 2 and 3, tests 1-4 of
-// section 6; docs/sampled-attention.md): exactness by chi-square against softmax(s) with a
+// Lazy Gumbel sampling and the sampled estimators (docs/sampled-attention.md: the sampler, the
+// estimators and their tests): exactness by chi-square against softmax(s) with a
 // negative control that must fail, tail size, truncated Gumbel by KS, Mussmann's top-k + tail
 // estimate, the truncation identity, two banks, and the "gumbel" / "topk+tail" estimators.
 #include <gmock/gmock.h>
@@ -431,7 +431,7 @@ TEST(LazyGumbelTopkTail, PartitionEstimateUnbiasedWithinTheVarianceBound) {
   }
 }
 
-// algorithms.md test 3, last clause: the error of O^ falls as k and l grow.
+// The topk+tail estimator (docs/sampled-attention.md, Estimators): the error of O^ falls as k and l grow.
 TEST(LazyGumbelTopkTail, OutputErrorFallsAsKAndLGrow) {
   const uint64_t seed = test::test_seed();
   std::mt19937_64 gen(seed);

@@ -1,4 +1,4 @@
-// leverage.h, against algorithms.md §6 test 6: the scores sum to rank(K) (rank-deficient K too),
+// leverage.h, against the properties in docs/banks.md (Leverage scores): the scores sum to rank(K) (rank-deficient K too),
 // every heavy entry of A = rownormalize((Q K^T)^2) lies in U (adversarial queries included), and
 // the one-pass streaming set equals the two-pass one.
 #include "bank/leverage.h"

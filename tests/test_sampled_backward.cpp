@@ -1,5 +1,5 @@
-// The backward choices of knn_attention (algorithms.md sections 1 and 4, test 5 of section 6;
-// docs/sampled-attention.md): the "sampled" shared-sample estimator of dQ, dK, dV against
+// The backward choices of knn_attention (docs/sampled-attention.md,
+// Backward choices and its tests): the "sampled" shared-sample estimator of dQ, dK, dV against
 // autograd on dense attention (unbiased over repeated draws; error ~ s^-1/2 by the log-log
 // slope), with a control showing the test catches an estimator that ignores the tail; "exact"
 // and "dense" attached to any forward; sparse row gradients; frozen banks get none; seeding.

@@ -20,7 +20,7 @@ struct KnnAttentionOptions {
   //   weighted (Mussmann's estimator, topk_tail.h).
   // Both sampled estimators look at the top-k set from the index, so `k` matters to them too.
   std::string estimator = "topk";
-  // The gradient, whatever the forward estimator (algorithms.md sections 1 and 4):
+  // The gradient, whatever the forward estimator (docs/sampled-attention.md, Backward choices):
   // "exact": the exact gradient of the truncated top-k op ("topk"'s own backward);
   // "sampled": the shared-sample estimator of the full-softmax gradient: `backward_samples`
   //   lazy Gumbel draws j ~ P per query row give dV, dQ and dK over every key of every bank,

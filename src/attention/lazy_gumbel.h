@@ -1,4 +1,4 @@
-// Lazy Gumbel sampling (algorithms.md section 2, after Mussmann, Levy & Ermon 2017): exact
+// Lazy Gumbel sampling (docs/sampled-attention.md, The lazy Gumbel sampler; after Mussmann, Levy & Ermon 2017): exact
 // samples from softmax(s) over all n keys of all banks, scoring only the top-k set S plus a
 // random subset of the other keys whose size is Binomial(n - k, pB), E <= (n - k) / k.
 //

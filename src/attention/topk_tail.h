@@ -1,4 +1,4 @@
-// Top-k plus uniform tail samples (Mussmann's estimator, algorithms.md section 3B) for one
+// Top-k plus uniform tail samples (Mussmann's estimator; docs/sampled-attention.md, Estimators) for one
 // query row: the top-k set S with weight 1 and l keys T drawn uniformly without replacement
 // from the other n - k keys with weight (n - k) / l, so that
 //   Z^ = sum_{S u T} w_j exp(s_j)   and   O^ = sum_{S u T} w_j exp(s_j) v_j / Z^.

@@ -95,7 +95,7 @@ cudaError_t topk_attention_backward_rows_cuda(const float* q, const float* dout,
                                               int64_t* touched_rows, int64_t* touched_count,
                                               float* dkeys, float* dvalues, cudaStream_t stream);
 
-// ---- (e) lazy Gumbel sampling (algorithms.md section 2) ----
+// ---- (e) lazy Gumbel sampling (docs/sampled-attention.md, The lazy Gumbel sampler) ----
 // For each row r, `samples` exact draws from softmax(s_r) over all n keys of the banks, given the
 // top-k set (top_ids, top_scores [R, k] from the forward). Tail keys come by geometric skips over
 // the keys outside S (each one independently with probability pB, so their count is

@@ -1,5 +1,5 @@
 // "gumbel": the output O = E_{j~P}[v_j] estimated from exact lazy Gumbel samples of the
-// softmax over every key of every bank (algorithms.md section 3A): `samples` draws per query
+// softmax over every key of every bank (docs/sampled-attention.md, Estimators): `samples` draws per query
 // row in `groups` groups, the per-coordinate median of the group means. Forward only.
 #include <algorithm>
 

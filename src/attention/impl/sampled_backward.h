@@ -1,4 +1,4 @@
-// The "sampled" backward (algorithms.md section 4): the shared-sample estimator of the
+// The "sampled" backward (docs/sampled-attention.md, Backward choices): the shared-sample estimator of the
 // full-softmax gradient, any forward estimator's output passed through unchanged.
 #pragma once
 

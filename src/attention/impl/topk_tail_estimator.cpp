@@ -1,5 +1,5 @@
 // "topk+tail": the top-k set with weight 1 plus `tail_samples` keys drawn uniformly from outside
-// it with weight (n - k) / l (Mussmann's estimator, algorithms.md section 3B):
+// it with weight (n - k) / l (Mussmann's estimator; docs/sampled-attention.md, Estimators):
 // O^ = sum w_j exp(s_j) v_j / sum w_j exp(s_j). Forward only.
 #include <algorithm>
 #include <cmath>
