@@ -431,7 +431,8 @@ TEST(LazyGumbelTopkTail, PartitionEstimateUnbiasedWithinTheVarianceBound) {
   }
 }
 
-// The topk+tail estimator (docs/sampled-attention.md, Estimators): the error of O^ falls as k and l grow.
+// The topk+tail estimator (docs/sampled-attention.md, Estimators): the error of O^ falls as k and l
+// grow.
 TEST(LazyGumbelTopkTail, OutputErrorFallsAsKAndLGrow) {
   const uint64_t seed = test::test_seed();
   std::mt19937_64 gen(seed);

@@ -1,6 +1,6 @@
-// leverage.h, against the properties in docs/banks.md (Leverage scores): the scores sum to rank(K) (rank-deficient K too),
-// every heavy entry of A = rownormalize((Q K^T)^2) lies in U (adversarial queries included), and
-// the one-pass streaming set equals the two-pass one.
+// leverage.h, against the properties in docs/banks.md (Leverage scores): the scores sum to rank(K)
+// (rank-deficient K too), every heavy entry of A = rownormalize((Q K^T)^2) lies in U (adversarial
+// queries included), and the one-pass streaming set equals the two-pass one.
 #include "bank/leverage.h"
 
 #include <gmock/gmock.h>

@@ -1,6 +1,6 @@
-// Lazy Gumbel sampling (docs/sampled-attention.md, The lazy Gumbel sampler; after Mussmann, Levy & Ermon 2017): exact
-// samples from softmax(s) over all n keys of all banks, scoring only the top-k set S plus a
-// random subset of the other keys whose size is Binomial(n - k, pB), E <= (n - k) / k.
+// Lazy Gumbel sampling (docs/sampled-attention.md, The lazy Gumbel sampler; after Mussmann, Levy &
+// Ermon 2017): exact samples from softmax(s) over all n keys of all banks, scoring only the top-k
+// set S plus a random subset of the other keys whose size is Binomial(n - k, pB), E <= (n - k) / k.
 //
 // RNG and seeding: every random number comes from a std::mt19937_64 (`SamplerRng`), whose
 // output sequence the C++ standard fixes, through our own fixed maps (`open_uniform`, the

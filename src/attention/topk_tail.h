@@ -1,5 +1,5 @@
-// Top-k plus uniform tail samples (Mussmann's estimator; docs/sampled-attention.md, Estimators) for one
-// query row: the top-k set S with weight 1 and l keys T drawn uniformly without replacement
+// Top-k plus uniform tail samples (Mussmann's estimator; docs/sampled-attention.md, Estimators) for
+// one query row: the top-k set S with weight 1 and l keys T drawn uniformly without replacement
 // from the other n - k keys with weight (n - k) / l, so that
 //   Z^ = sum_{S u T} w_j exp(s_j)   and   O^ = sum_{S u T} w_j exp(s_j) v_j / Z^.
 // Z^ is unbiased (each tail key is in T with probability l / (n - k)) and

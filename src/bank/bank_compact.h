@@ -41,7 +41,8 @@ nlohmann::json to_json(const CompactReport& report);
 // - by usage, keep: the most used slots, ties to the smaller slot id;
 // - by usage, eps: slots with usage_j / total >= eps (an error when no usage was counted);
 // - by leverage, keep: the highest leverage scores, ties to the smaller slot id;
-// - by leverage, eps: the universal set {j : tau_j >= eps} (docs/banks.md, Leverage scores), two passes, or
+// - by leverage, eps: the universal set {j : tau_j >= eps} (docs/banks.md, Leverage scores), two
+// passes, or
 //   one streaming pass with one_pass.
 // Keeping no slot is an error (lower eps).
 Bank compact_bank(const Bank& bank, const CompactOptions& options, CompactReport* report = nullptr);

@@ -1,6 +1,7 @@
-// Leverage scores of a bank's keys and the LevAttention universal set (docs/banks.md, Leverage scores):
-// tau_j = k_j^T (K^T K)^+ k_j, sum_j tau_j = rank(K), and U = {j : tau_j >= eps} holds every key
-// j with A_ij >= eps for A = rownormalize((Q K^T)^2), whatever the queries Q; |U| <= rank / eps.
+// Leverage scores of a bank's keys and the LevAttention universal set (docs/banks.md, Leverage
+// scores): tau_j = k_j^T (K^T K)^+ k_j, sum_j tau_j = rank(K), and U = {j : tau_j >= eps} holds
+// every key j with A_ij >= eps for A = rownormalize((Q K^T)^2), whatever the queries Q; |U| <= rank
+// / eps.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // "gumbel": the output O = E_{j~P}[v_j] estimated from exact lazy Gumbel samples of the
-// softmax over every key of every bank (docs/sampled-attention.md, Estimators): `samples` draws per query
-// row in `groups` groups, the per-coordinate median of the group means. Forward only.
+// softmax over every key of every bank (docs/sampled-attention.md, Estimators): `samples` draws per
+// query row in `groups` groups, the per-coordinate median of the group means. Forward only.
 #include <algorithm>
 
 #include "attention/impl/estimators.h"

@@ -1,5 +1,5 @@
-// The "sampled" backward (docs/sampled-attention.md, Backward choices): the shared-sample estimator of the
-// full-softmax gradient, any forward estimator's output passed through unchanged.
+// The "sampled" backward (docs/sampled-attention.md, Backward choices): the shared-sample estimator
+// of the full-softmax gradient, any forward estimator's output passed through unchanged.
 #pragma once
 
 #include <vector>

@@ -1,5 +1,6 @@
 // "topk": softmax over the merged top-k of all banks, with the exact gradient of that truncated
-// op (docs/sampled-attention.md, Backward choices). Key/value gradients are sparse: only retrieved rows.
+// op (docs/sampled-attention.md, Backward choices). Key/value gradients are sparse: only retrieved
+// rows.
 #include <ATen/Dispatch.h>
 
 #include "attention/impl/estimators.h"

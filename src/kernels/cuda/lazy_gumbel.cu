@@ -1,4 +1,5 @@
-// (e) lazy Gumbel sampling on the GPU (docs/sampled-attention.md, The lazy Gumbel sampler), one warp per query row.
+// (e) lazy Gumbel sampling on the GPU (docs/sampled-attention.md, The lazy Gumbel sampler), one
+// warp per query row.
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
