@@ -30,19 +30,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::kvtune;
+using test::read_bytes;
+using test::write_bytes;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
 
 // Files in `dir` whose name holds ".tmp.": left-over temporaries of a failed write.
 int temporaries(const fs::path& dir) {

@@ -41,32 +41,23 @@ namespace {
 namespace fs = std::filesystem;
 using test::error_of;
 using test::kvtune;
+using test::read_bytes;
+using test::write_bytes;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
 
 // Rewrites the faiss part of index file `path` after `change`, keeping kvtune's binding trailer
 // (the last 32 bytes) so that only the faiss structure is corrupt.
 template <typename F>
 void corrupt_index_file(const std::string& path, F&& change) {
-  const std::string old = bytes_of(path);
+  const std::string old = read_bytes(path);
   const std::string trailer = old.substr(old.size() - 32);
   ASSERT_EQ(trailer.substr(0, 15), "KVTUNE-BANK-ID:");
   std::unique_ptr<faiss::Index> index(faiss::read_index(path.c_str()));
   change(index.get());
   faiss::write_index(index.get(), (path + ".new").c_str());
-  write_bytes(path, bytes_of(path + ".new") + trailer);
+  write_bytes(path, read_bytes(path + ".new") + trailer);
   fs::remove(path + ".new");
 }
 
@@ -266,7 +257,7 @@ TEST(OutputIsInput, RefusedEverywhereInTheBankCommands) {
   ASSERT_EQ(kvtune("bank create --n 50 --key-dim 8 --value-dim 4 --seed 2 --out " + other).code, 0);
   write_tensors(dir.file("q.h5"), {{"queries", torch::randn({4, 8})}});
   fs::create_symlink(good, dir.file("link.h5"));
-  const std::string before = bytes_of(good), before_index = bytes_of(dir.file("good.faiss"));
+  const std::string before = read_bytes(good), before_index = read_bytes(dir.file("good.faiss"));
   const std::string q = " --queries " + dir.file("q.h5");
   for (const std::string& args :
        {"bank query " + good + q + " --out " + good,
@@ -282,8 +273,8 @@ TEST(OutputIsInput, RefusedEverywhereInTheBankCommands) {
     EXPECT_THAT(r.output, HasSubstr(dir.path().string()));
     EXPECT_THAT(r.output, HasSubstr("--out"));
   }
-  EXPECT_EQ(bytes_of(good), before);
-  EXPECT_EQ(bytes_of(dir.file("good.faiss")), before_index);
+  EXPECT_EQ(read_bytes(good), before);
+  EXPECT_EQ(read_bytes(dir.file("good.faiss")), before_index);
   EXPECT_EQ(kvtune("bank query " + good + q + " --out " + dir.file("o.h5")).code, 0);
 }
 
@@ -329,9 +320,9 @@ TEST(WriterLock, ConcurrentRememberLosesNoUpdate) {
     const std::string log_a = dir.file("a.log"), log_b = dir.file("b.log");
     r = test::run_command("(" + remember("a.txt") + " > " + log_a + " 2>&1 & " + remember("b.txt") +
                           " > " + log_b + " 2>&1 & wait)");
-    const int64_t a = new_slots(bytes_of(log_a)), b = new_slots(bytes_of(log_b));
-    ASSERT_GT(a, 0) << bytes_of(log_a);
-    ASSERT_GT(b, 0) << bytes_of(log_b);
+    const int64_t a = new_slots(read_bytes(log_a)), b = new_slots(read_bytes(log_b));
+    ASSERT_GT(a, 0) << read_bytes(log_a);
+    ASSERT_GT(b, 0) << read_bytes(log_b);
     EXPECT_EQ(read_bank(bank).size(), before + a + b);
   }
   EXPECT_GT(read_bank(bank).size(), start);
@@ -344,7 +335,7 @@ TEST(FullDisk, FailedWriteExitsCleanlyAndLeavesTheOldFiles) {
   test::TempDir dir;
   const std::string bank = dir.file("x.h5");
   ASSERT_EQ(kvtune("bank create --n 100 --key-dim 64 --value-dim 64 --out " + bank).code, 0);
-  const std::string before = bytes_of(bank), before_index = bytes_of(dir.file("x.faiss"));
+  const std::string before = read_bytes(bank), before_index = read_bytes(dir.file("x.faiss"));
   // bash's ulimit -f counts 1024-byte blocks; SIGXFSZ ignored, so writes fail with EFBIG. 8000
   // blocks: the index (5 MB) is written, the bank (10 MB) fails part way.
   const std::string limited =
@@ -357,8 +348,8 @@ TEST(FullDisk, FailedWriteExitsCleanlyAndLeavesTheOldFiles) {
     EXPECT_EQ(r.code, 1) << r.output;
     EXPECT_THAT(r.output, HasSubstr("cannot write"));
   }
-  EXPECT_EQ(bytes_of(bank), before);
-  EXPECT_EQ(bytes_of(dir.file("x.faiss")), before_index);
+  EXPECT_EQ(read_bytes(bank), before);
+  EXPECT_EQ(read_bytes(dir.file("x.faiss")), before_index);
   std::set<std::string> names;
   for (const auto& e : fs::directory_iterator(dir.path())) names.insert(e.path().filename());
   EXPECT_EQ(names, (std::set<std::string>{"x.h5", "x.faiss", "x.h5.lock", "new.h5.lock"}));
@@ -582,7 +573,7 @@ TEST(FuzzRegressions, KeptInputsAreRefusedCleanly) {
         load_yaml_file(path);
       } else if (name.rfind("text_readers-", 0) == 0) {
         // As the harness: the first byte picks the reader (0 plain text, 1 JSONL).
-        const std::string bytes = bytes_of(path);
+        const std::string bytes = read_bytes(path);
         ASSERT_FALSE(bytes.empty());
         test::TempDir dir;
         const std::string text = dir.file("t"), rest = bytes.substr(1);

@@ -34,22 +34,16 @@ namespace {
 namespace fs = std::filesystem;
 using test::error_of;
 using test::micro_recipe;
+using test::read_bytes;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Every regular file under `dir` with its bytes.
 std::map<std::string, std::string> tree(const std::string& dir) {
   std::map<std::string, std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     if (e.is_regular_file() && e.path().filename() != "run.lock")
-      out[fs::relative(e.path(), dir).string()] = bytes_of(e.path().string());
+      out[fs::relative(e.path(), dir).string()] = read_bytes(e.path().string());
   }
   return out;
 }
@@ -101,7 +95,7 @@ TEST_F(RunFolderTest, OutputOnTheBaseOrOnAFinishedRunIsRefused) {
   r.method = "full";
   finetune(r, run, false, {}, /*overwrite=*/true);
   EXPECT_FALSE(fs::exists(run + "/model/domain_0.h5")) << "the old run's domain bank is left";
-  EXPECT_NE(bytes_of(run + "/model/model.pt"), first.at("model/model.pt"));
+  EXPECT_NE(read_bytes(run + "/model/model.pt"), first.at("model/model.pt"));
 
   // A folder with other files in it is not a run folder.
   const auto other = dir_->file("not-a-run");
@@ -109,7 +103,7 @@ TEST_F(RunFolderTest, OutputOnTheBaseOrOnAFinishedRunIsRefused) {
   std::ofstream(other + "/notes.txt") << "mine\n";
   EXPECT_THAT(error_of([&] { finetune(fine(), other, false); }),
               HasSubstr("is not empty and holds no kvtune run"));
-  EXPECT_EQ(bytes_of(other + "/notes.txt"), "mine\n");
+  EXPECT_EQ(read_bytes(other + "/notes.txt"), "mine\n");
 }
 
 // Case 10: --resume with another lr or seed; allowed keys still may change.
@@ -120,8 +114,8 @@ TEST_F(RunFolderTest, ResumeRefusesChangedSettings) {
   set_stop_after_for_testing(3);
   finetune(r, run, false);
   set_stop_after_for_testing(0);
-  const std::string recipe = bytes_of(run + "/recipe.yaml");
-  const std::string checkpoint = bytes_of(run + "/checkpoint.pt");
+  const std::string recipe = read_bytes(run + "/recipe.yaml");
+  const std::string checkpoint = read_bytes(run + "/checkpoint.pt");
   auto lr = r;
   lr.optim.lr *= 2;
   EXPECT_THAT(error_of([&] { finetune(lr, run, true); }),
@@ -129,8 +123,8 @@ TEST_F(RunFolderTest, ResumeRefusesChangedSettings) {
   auto seed = r;
   seed.train.seed += 1;
   EXPECT_THAT(error_of([&] { finetune(seed, run, true); }), HasSubstr("train.seed: "));
-  EXPECT_EQ(bytes_of(run + "/recipe.yaml"), recipe) << "recipe.yaml was rewritten";
-  EXPECT_EQ(bytes_of(run + "/checkpoint.pt"), checkpoint);
+  EXPECT_EQ(read_bytes(run + "/recipe.yaml"), recipe) << "recipe.yaml was rewritten";
+  EXPECT_EQ(read_bytes(run + "/checkpoint.pt"), checkpoint);
   // Without --resume the unfinished run is not silently restarted either.
   EXPECT_THAT(error_of([&] { finetune(r, run, false); }),
               HasSubstr("already holds an unfinished run"));
@@ -163,7 +157,7 @@ TEST_F(RunFolderTest, DamagedOrNonFiniteWeightsAreRefused) {
   fs::copy(base(), copy, fs::copy_options::recursive);
   const std::string model = copy + "/model/model.pt";
   ASSERT_TRUE(fs::exists(copy + "/model/checksums.json"));
-  std::string bytes = bytes_of(model);
+  std::string bytes = read_bytes(model);
   ASSERT_GT(bytes.size(), 8192u);
   std::mt19937_64 rng(7);
   for (size_t i = 0; i < 4096; ++i) bytes[bytes.size() / 2 + i] = static_cast<char>(rng());
@@ -240,7 +234,7 @@ TEST(AtomicOutputCleanup, TempFilesOfDeadWritersAreRemovedByTheNextWrite) {
   EXPECT_FALSE(fs::exists(path + ".tmp.4194305"));
   EXPECT_TRUE(fs::exists(path + ".tmp.1"));
   EXPECT_TRUE(fs::exists(dir.file("y.txt.tmp.4194305")));
-  EXPECT_EQ(bytes_of(path), "new\n");
+  EXPECT_EQ(read_bytes(path), "new\n");
 }
 
 // Cases 11 and 12: sizes and counts in recipes and arguments are checked before anything is

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -20,6 +21,16 @@
 #include "data/dictd_reader.h"
 
 namespace kvtune::test {
+
+// A whole file's bytes ("" when it cannot be read), and bytes written over a file.
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
 
 // Relative tolerances, declared once (CTranslate2 style), for results computed in the given dtype
 // against a float64 reference with no sampling or finite differencing. float64: the ops sum at

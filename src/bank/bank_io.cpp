@@ -270,24 +270,11 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path) {
 }
 
 // The bank as the bytes of an HDF5 file (the current layout), built in memory: write_bank writes
-// them out, read_bank's child sends them back. `path` names the destination in messages.
+// them out (after its checks), read_bank's child sends them back (the bank it just validated).
+// `path` names the destination in messages.
 std::string bank_file_image(const Bank& bank, const std::string& index_id,
                             const std::string& path) {
   const BankMeta& m = bank.meta;
-  const std::string where = "cannot write bank '" + m.name + "' to " + path;
-  validate_bank(bank, where);
-  const auto check_no_nul = [&](const char* name, const std::string& s) {
-    KVT_CHECK(s.find('\0') == std::string::npos, where, ": meta ", name,
-              " contains a NUL character, which HDF5 strings cannot hold: remove it");
-  };
-  check_no_nul("name", m.name);
-  check_no_nul("provenance", m.provenance);
-  check_no_nul("index_factory", m.index_factory);
-  check_no_nul("model_fingerprint", m.model_fingerprint);
-  KVT_CHECK(valid_utf8(m.name), where, ": the bank name '", escape_invalid_utf8(m.name),
-            "' is not valid UTF-8 (invalid bytes shown as \\xHH): give a UTF-8 name (--name)");
-  KVT_CHECK(valid_utf8(m.provenance), where,
-            ": meta provenance is not valid UTF-8: it must be UTF-8 text (JSON)");
   torch::NoGradGuard no_grad;
   const auto host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous(); };
 
@@ -425,6 +412,21 @@ void write_bank(const std::string& path, const Bank& bank) {
 }
 
 void write_bank(const std::string& path, const Bank& bank, const std::string& index_id) {
+  const BankMeta& m = bank.meta;
+  const std::string where = "cannot write bank '" + m.name + "' to " + path;
+  validate_bank(bank, where);
+  const auto check_no_nul = [&](const char* name, const std::string& s) {
+    KVT_CHECK(s.find('\0') == std::string::npos, where, ": meta ", name,
+              " contains a NUL character, which HDF5 strings cannot hold: remove it");
+  };
+  check_no_nul("name", m.name);
+  check_no_nul("provenance", m.provenance);
+  check_no_nul("index_factory", m.index_factory);
+  check_no_nul("model_fingerprint", m.model_fingerprint);
+  KVT_CHECK(valid_utf8(m.name), where, ": the bank name '", escape_invalid_utf8(m.name),
+            "' is not valid UTF-8 (invalid bytes shown as \\xHH): give a UTF-8 name (--name)");
+  KVT_CHECK(valid_utf8(m.provenance), where,
+            ": meta provenance is not valid UTF-8: it must be UTF-8 text (JSON)");
   AtomicOutput out(path);
   const std::string image = bank_file_image(bank, index_id, path);
   write_file_bytes(out.temp_path(), image);

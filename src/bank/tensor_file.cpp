@@ -129,7 +129,6 @@ void write_tensors(const std::string& path,
               ": HDF5 error (", detail::hdf5_error_detail(e),
               "): check the folder is writable and has space");
   }
-  detail::sync_file(out.temp_path());
   out.commit();
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 
 namespace kvtune::detail {
@@ -164,15 +165,6 @@ void write_dataset(H5::H5File& file, const std::string& name, const torch::Tenso
   if (t.numel() > 0) ds.write(t.data_ptr(), native_type(t.scalar_type()));
 }
 
-void sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  KVT_CHECK(fd >= 0, "cannot open ", path, " to sync it: ", std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  KVT_CHECK(rc == 0, "cannot sync ", path, " to disk: ", std::strerror(err));
-}
-
 H5::H5File create_memory_file() {
   static std::atomic<int64_t> counter{0};
   H5::FileAccPropList fapl;
@@ -206,27 +198,7 @@ H5::H5File open_memory_image(const std::string& image) {
 }
 
 void save_memory_file(H5::H5File& file, const std::string& path) {
-  const std::string image = memory_file_image(file, path);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  KVT_CHECK(fd >= 0, "cannot write ", path, ": ", std::strerror(errno),
-            ": check the folder is writable");
-  size_t done = 0;
-  while (done < image.size()) {
-    const ssize_t w = ::write(fd, image.data() + done, image.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = w < 0 ? errno : ENOSPC;
-      ::close(fd);
-      KVT_THROW("cannot write ", path, ": ", std::strerror(err), " after ", done, " of ",
-                image.size(), " bytes: check the folder has space");
-    }
-    done += static_cast<size_t>(w);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  const int err = errno;
-  const bool closed = ::close(fd) == 0;
-  KVT_CHECK(synced && closed, "cannot write ", path, ": ", std::strerror(synced ? errno : err),
-            ": check the folder has space");
+  write_file_bytes(path, memory_file_image(file, path));
 }
 
 }  // namespace kvtune::detail

@@ -43,9 +43,6 @@ torch::Tensor read_dataset(const H5::DataSet& ds, torch::ScalarType dtype,
 // Creates dataset `name` in `file` and writes `t` (contiguous CPU float32/float64/int64).
 void write_dataset(H5::H5File& file, const std::string& name, const torch::Tensor& t);
 
-// fsync: the renamed file must be on disk before it replaces the old one.
-void sync_file(const std::string& path);
-
 // A new HDF5 file held in memory (the core driver, no backing store). HDF5 never writes to disk
 // for it, so a full disk cannot fail inside HDF5, whose error path (a close that cannot flush)
 // crashed at exit (issue 18, case 2). The price: the file's image is held in memory once more
