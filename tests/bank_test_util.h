@@ -33,7 +33,8 @@ inline std::string error_of(const std::function<void()>& f) {
 inline bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
   const torch::Tensor ac = a.contiguous(), bc = b.contiguous();
-  return std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.nbytes()) == 0;
+  // An empty tensor has no storage (data_ptr() is null, which memcmp must not be given).
+  return ac.nbytes() == 0 || std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.nbytes()) == 0;
 }
 
 inline void expect_same_bank(const Bank& got, const Bank& want) {

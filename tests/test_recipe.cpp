@@ -76,6 +76,10 @@ TEST(RecipeErrors, UnknownKeys) {
                     HasSubstr("valid keys here:"), HasSubstr("steps")));
   EXPECT_THAT(error_of([&] { scratch.load("domain_bank:\n  index:\n    nprob: 3\n"); }),
               HasSubstr("unknown key 'domain_bank.index.nprob'"));
+  // A model_overrides key that is not a scalar: the model reader's unknown key, not a yaml-cpp
+  // exception from the merge.
+  EXPECT_THAT(error_of([&] { scratch.load("model_overrides:\n  [1, 2]: 3\n"); }),
+              HasSubstr("unknown key '[1, 2]'"));
 }
 
 TEST(RecipeErrors, WrongTypes) {

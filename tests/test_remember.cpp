@@ -110,7 +110,7 @@ TEST(Remember, LeavesTheModelAndEveryOtherSlotBitForBit) {
             old.size());
 
   for (const auto& [name, value] : before) {
-    const auto& now = model->named_parameters()[name];
+    const torch::Tensor now = model->named_parameters()[name];  // a copy: the dict is a temporary
     EXPECT_TRUE(test::same_bits(now, value)) << name << " changed";
     EXPECT_TRUE(now.requires_grad()) << name << ": requires_grad not restored";
     EXPECT_FALSE(now.grad().defined()) << name << " was left with a gradient";

@@ -18,6 +18,7 @@
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/file_lock.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 
@@ -169,12 +170,12 @@ std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const In
   Bank bank = read_bank(path);
   const std::string id = read_bank_index_id(path).value_or("");
   std::string index_path = index_path_for(path);
-  const bool present = fs::exists(index_path);
+  const bool present = path_exists(index_path);
   const std::string bound_to = present ? read_index_binding(index_path) : "";
   if (!id.empty() && bound_to != id) {
     // A save killed between its commit (the bank rename) and the index rename.
     const std::string pending = pending_index_path(index_path, id);
-    if (fs::is_regular_file(pending)) {
+    if (is_file(pending)) {
       index_path = pending;
     } else if (present) {
       // No trailer: a truncated or damaged file says so first (its own, more precise error).
@@ -192,7 +193,7 @@ std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const In
               " (it records index id ", bound_to,
               ", the bank none): remove it and kvtune rebuilds the index from the bank's keys");
   }
-  if (!fs::exists(index_path)) {
+  if (!path_exists(index_path)) {
     IndexConfig built = config;
     if (!bank.meta.index_factory.empty() && config.is_flat())
       built.factory = bank.meta.index_factory;

@@ -46,7 +46,8 @@ torch::Tensor tensor_from_bytes(const std::string& b, const std::string& path) {
   auto t = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
   KVT_CHECK(b.size() == 2 + 8u * rank + t.nbytes(), path,
             ": internal error: malformed answer of the tensor reader");
-  std::memcpy(t.data_ptr(), b.data() + 2 + 8 * rank, t.nbytes());
+  // An empty tensor has no storage: memcpy must not get its null pointer.
+  if (t.nbytes() > 0) std::memcpy(t.data_ptr(), b.data() + 2 + 8 * rank, t.nbytes());
   return t;
 }
 

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "common/check.h"
 #include "common/file_lock.h"
+#include "common/path_checks.h"
 #include "common/resources.h"
 #include "common/utf8.h"
 
@@ -67,7 +68,7 @@ void add_create(CLI::App& bank) {
                              std::to_string(a->value_dim),
                          "give a smaller --n, --key-dim or --value-dim");
     FileLock lock(a->out);
-    KVT_CHECK(a->force || !std::filesystem::exists(a->out), "--out ", a->out,
+    KVT_CHECK(a->force || !path_exists(a->out), "--out ", a->out,
               " exists: give --force to replace it, or another file name");
     IndexConfig config;
     config.factory = a->index;

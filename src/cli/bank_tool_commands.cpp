@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "common/check.h"
 #include "common/file_lock.h"
+#include "common/path_checks.h"
 #include "common/utf8.h"
 #include "eval/bank_usage.h"
 #include "train/run_model.h"
@@ -65,7 +66,7 @@ void remove_stale_index(const std::string& out) {
 // base bank's rows, searched by the base bank's index).
 void export_patch(const ExportArgs& a) {
   const auto path = (fs::path(a.model) / patch_bank_file(a.layer)).string();
-  KVT_CHECK(fs::exists(path), a.model, " has no ", patch_bank_file(a.layer),
+  KVT_CHECK(path_exists(path), a.model, " has no ", patch_bank_file(a.layer),
             ": it is not the model of a run fine-tuned with method sparse (--which domain for "
             "method memory, base for the model's own bank)");
   const Bank patch = read_bank(path);
@@ -101,7 +102,7 @@ void run_export(const ExportArgs& a) {
       for (int64_t i = 0; i < static_cast<int64_t>(layers.size()); ++i) {
         if (i == a.layer) {
           layers[i]->attach(bank);
-        } else if (fs::exists(fs::path(a.model) / domain_bank_file(i))) {
+        } else if (path_exists(fs::path(a.model) / domain_bank_file(i))) {
           layers[i]->attach(load_run_bank(loaded, a.model, i, "domain"));
         }
       }

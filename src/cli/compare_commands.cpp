@@ -14,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "eval/compare.h"
 #include "model/model_config_yaml.h"
 #include "train/recipe_io.h"
@@ -46,7 +47,7 @@ std::string resolved_text(const Recipe& r) {
 // True when `dir` holds a finished run of exactly this resolved recipe.
 bool finished_run_of(const std::string& dir, const Recipe& expected, const std::string& configs) {
   const auto recipe_path = fs::path(dir) / "recipe.yaml";
-  if (!fs::is_regular_file(fs::path(dir) / "report.json") || !fs::is_regular_file(recipe_path)) {
+  if (!is_file(fs::path(dir) / "report.json") || !is_file(recipe_path)) {
     return false;
   }
   try {
@@ -113,8 +114,7 @@ void run_compare(const CompareArgs& a) {
         p.expected = load_recipe(a.recipe, p.sets, configs);
         Recipe checked = p.expected;
         const auto base_config = fs::path(checked.base) / "model" / "config.yaml";
-        if (fs::is_regular_file(base_config))
-          checked.model_config = load_model_config(base_config.string());
+        if (is_file(base_config)) checked.model_config = load_model_config(base_config.string());
         validate_recipe(checked, a.recipe);
       } catch (const Error& e) {
         std::string set;
@@ -143,8 +143,8 @@ void run_compare(const CompareArgs& a) {
     if (!a.rerun && finished_run_of(dir, p.expected, configs)) {
       std::printf("compare: %s: collecting the finished run in %s\n", label.c_str(), dir.c_str());
     } else {
-      if (fs::exists(dir)) {
-        KVT_CHECK(a.rerun || !fs::exists(fs::path(dir) / "report.json"), dir,
+      if (path_exists(dir)) {
+        KVT_CHECK(a.rerun || !path_exists(fs::path(dir) / "report.json"), dir,
                   " holds a finished run of another recipe or settings: use another --out, or "
                   "--rerun to replace it");
       }
@@ -172,7 +172,7 @@ void run_compare(const CompareArgs& a) {
   std::printf("\nwrote %s/compare.json, compare.md and the .tsv tables\n", out.c_str());
   const std::string plot = std::string(KVTUNE_SOURCE_DIR) + "/tools/plot-compare";
   if (!a.plots) return;
-  if (!fs::exists(plot)) {
+  if (!path_exists(plot)) {
     std::printf("plots: %s not found; skipped\n", plot.c_str());
     return;
   }

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "eval/evaluate.h"
 #include "train/recipe_io.h"
 #include "train/run_model.h"
@@ -78,7 +79,7 @@ void run_eval(const EvalArgs& a) {
 
 std::optional<Recipe> run_recipe(const std::string& model_dir) {
   const auto path = fs::absolute(model_dir).parent_path() / "recipe.yaml";
-  if (!fs::is_regular_file(path)) return std::nullopt;
+  if (!is_file(path)) return std::nullopt;
   try {
     return load_recipe(path.string(), {}, default_configs_dir(path.string()));
   } catch (const Error& e) {

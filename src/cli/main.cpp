@@ -1,4 +1,5 @@
 // kvtune: fine-tune models through kNN attention over key/value memory banks.
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +28,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const kvtune::Error& e) {
     std::cerr << "kvtune: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the system refused (too long, not a folder, no permission) that a reader did not
+    // check first: the system's message names the path and the reason.
+    std::cerr << "kvtune: error: " << e.what() << ": check the path\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "kvtune: internal error: " << e.what() << "\n";

@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "data/corpus.h"
 #include "data/text_data.h"
 #include "eval/evaluate.h"
@@ -29,7 +30,7 @@ Recipe load(const RunArgs& a) {
   Recipe r = load_recipe(a.recipe, a.sets, configs);
   // Fine-tuning uses the base's own model: validate the recipe against that, not `model:`.
   const auto base_config = fs::path(r.base) / "model" / "config.yaml";
-  if (r.mode == "finetune" && fs::is_regular_file(base_config)) {
+  if (r.mode == "finetune" && is_file(base_config)) {
     r.model_config = load_model_config(base_config.string());
   }
   validate_recipe(r, a.recipe);
@@ -104,7 +105,7 @@ void run_background(const BackgroundArgs& a) {
 
 std::string default_configs_dir(const std::string& recipe) {
   const auto beside = std::filesystem::absolute(recipe).parent_path().parent_path() / "configs";
-  if (std::filesystem::is_directory(beside)) return beside.string();
+  if (is_folder(beside)) return beside.string();
   return std::string(KVTUNE_SOURCE_DIR) + "/configs";
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 
@@ -72,10 +73,9 @@ AtomicOutput::AtomicOutput(std::string path)
     : path_(std::move(path)), temp_(atomic_temp_path(path_)) {
   namespace fs = std::filesystem;
   const fs::path parent = fs::path(path_).parent_path();
-  KVT_CHECK(parent.empty() || fs::is_directory(parent), "cannot write ", path_, ": folder ",
+  KVT_CHECK(parent.empty() || is_folder(parent), "cannot write ", path_, ": folder ",
             parent.string(), " does not exist (create it first)");
-  KVT_CHECK(!fs::is_directory(path_), "cannot write ", path_,
-            ": it is a folder (give a file name)");
+  KVT_CHECK(!is_folder(path_), "cannot write ", path_, ": it is a folder (give a file name)");
   remove_dead_writers_temps(path_);
 }
 

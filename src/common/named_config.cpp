@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 namespace fs = std::filesystem;
@@ -44,7 +45,7 @@ std::string find_named_config(const std::string& value, const std::string& dir,
   KVT_CHECK(!value.empty(), where, ": key '", key, "' is empty: give a ", kind,
             " config name or a path");
   const std::string path = named_config_path(value, dir);
-  if (fs::is_regular_file(path)) return path;
+  if (is_file(path)) return path;
   if (is_config_path(value)) {
     KVT_THROW(where, ": key '", key, "': ", kind, " config file ", path, " does not exist");
   }

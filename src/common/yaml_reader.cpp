@@ -1,4 +1,5 @@
 #include "common/yaml_reader.h"
+#include "common/path_checks.h"
 
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/parser.h>
@@ -7,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <vector>
 
 namespace kvtune {
@@ -113,7 +115,15 @@ YAML::Node load_yaml_string(const std::string& text, const std::string& where) {
 }
 
 YAML::Node load_yaml_file(const std::string& path) {
-  KVT_CHECK(std::filesystem::is_regular_file(path), "file ", path, " does not exist");
+  KVT_CHECK(is_file(path), "file ", path, " does not exist");
+  // Every kvtune YAML file (recipe, config, a run's recipe.yaml) is a few kilobytes: a large
+  // file is the wrong file, refused before it is read into memory.
+  constexpr std::uintmax_t kMaxYamlBytes = 16u << 20;
+  std::error_code ec;
+  const std::uintmax_t bytes = std::filesystem::file_size(path, ec);
+  KVT_CHECK(!ec && bytes <= kMaxYamlBytes, path, " is ",
+            ec ? std::string("unreadable") : std::to_string(bytes) + " bytes",
+            ": a kvtune YAML file (recipe or config) is at most 16 MiB; check the path");
   std::ifstream in(path, std::ios::binary);
   KVT_CHECK(in.good(), "cannot read ", path);
   std::ostringstream text;

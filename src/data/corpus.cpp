@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "data/dictd_reader.h"
 #include "data/elements.h"
 #include "data/split.h"
@@ -69,14 +70,14 @@ void check_corpus_available(const std::string& name_or_path, const std::string& 
     const DictdCorpus* c = find_dictd(kind == CorpusKind::kDictd ? name_or_path : "elements");
     std::string missing;
     for (const auto& p : {dictd_index_path(c->name), dictd_dict_path(c->name)}) {
-      if (!fs::is_regular_file(p)) missing += (missing.empty() ? "" : " and ") + p;
+      if (!is_file(p)) missing += (missing.empty() ? "" : " and ") + p;
     }
     KVT_CHECK(missing.empty(), context, ": corpus '", name_or_path, "' not found (", missing,
               " missing): install Debian package ", c->package,
               c->in_setup ? " (tools/setup does)" : " (apt-get install; tools/setup does not)");
     return;
   }
-  KVT_CHECK(fs::is_regular_file(name_or_path), context, ": corpus file '", name_or_path,
+  KVT_CHECK(is_file(name_or_path), context, ": corpus file '", name_or_path,
             "' does not exist (paths are relative to the working folder)");
 }
 

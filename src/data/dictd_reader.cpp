@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "data/gzip_file.h"
 #include "data/text_clean.h"
 
@@ -167,9 +168,9 @@ bool decode_dictd_number(const std::string& digits, uint64_t* value, char* bad) 
 
 std::vector<TextEntry> read_dictd(const std::string& index_path, const std::string& dict_path,
                                   DictdText text) {
-  KVT_CHECK(std::filesystem::exists(index_path), "dictd index ", index_path,
+  KVT_CHECK(path_exists(index_path), "dictd index ", index_path,
             " does not exist; install the dictionary (apt-get install dict-NAME) or fix the path");
-  KVT_CHECK(std::filesystem::exists(dict_path), "dictd dict ", dict_path,
+  KVT_CHECK(path_exists(dict_path), "dictd dict ", dict_path,
             " does not exist; install the dictionary (apt-get install dict-NAME) or fix the path");
   const std::string dict = read_gzip_file(dict_path);
   const std::vector<Body> bodies = read_index(index_path, dict.size(), dict_path);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 namespace {
@@ -100,7 +101,7 @@ std::string gunzip(const std::string& compressed, const std::string& name) {
 }
 
 std::string read_gzip_file(const std::string& path) {
-  KVT_CHECK(std::filesystem::exists(path), "file ", path,
+  KVT_CHECK(path_exists(path), "file ", path,
             " does not exist; check the path (dictd data lives in /usr/share/dictd, installed by "
             "the dict-NAME packages)");
   std::ifstream in(path, std::ios::binary);

@@ -8,14 +8,15 @@
 #include <fstream>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "data/text_clean.h"
 
 namespace kvtune {
 namespace {
 
 std::ifstream open_text(const std::string& path, const char* kind) {
-  KVT_CHECK(std::filesystem::exists(path), kind, " ", path, " does not exist; fix the path");
-  KVT_CHECK(!std::filesystem::is_directory(path), kind, " ", path, " is a folder; pass a file");
+  KVT_CHECK(path_exists(path), kind, " ", path, " does not exist; fix the path");
+  KVT_CHECK(!is_folder(path), kind, " ", path, " is a folder; pass a file");
   std::ifstream in(path, std::ios::binary);
   KVT_CHECK(in, kind, " ", path, " cannot be opened: ", std::strerror(errno));
   return in;

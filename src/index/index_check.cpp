@@ -212,7 +212,8 @@ bool keys_match(const faiss::Index& index, const float* keys, int64_t n, int64_t
     flat = dynamic_cast<const faiss::IndexFlat*>(h->storage);
   }
   if (flat != nullptr) {
-    return flat->codes.size() == n * row && std::memcmp(flat->codes.data(), keys, n * row) == 0;
+    return flat->codes.size() == n * row &&
+           (n == 0 || std::memcmp(flat->codes.data(), keys, n * row) == 0);
   }
   const auto* ivf = dynamic_cast<const faiss::IndexIVFFlat*>(&index);
   const auto* lists = ivf ? dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists) : nullptr;

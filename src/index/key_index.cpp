@@ -21,6 +21,7 @@
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "common/portable_random.h"
 #include "index/index_check.h"
 #include "index/index_reader.h"
@@ -206,7 +207,7 @@ KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, i
 
 KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                         IndexConfig search_params, StoredKeys* stored) {
-  KVT_CHECK(std::filesystem::is_regular_file(path), "index file ", path, " does not exist");
+  KVT_CHECK(is_file(path), "index file ", path, " does not exist");
   // faiss trusts the file: a corrupt neighbour id or list size would crash a later search, and
   // some damaged files crash faiss's reader itself. Read and validated in a child process.
   std::unique_ptr<faiss::Index> index = read_validated_index(path);

@@ -11,6 +11,7 @@
 #include "bank/indexed_bank.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "common/yaml_reader.h"
 #include "model/lora.h"
 #include "model/model_config_yaml.h"
@@ -88,7 +89,7 @@ void write_checksums(const std::string& dir) {
 // (load_module_state still refuses non-finite weights).
 void verify_checksums(const std::string& dir) {
   const std::string path = in_dir(dir, kModelChecksumsFile);
-  if (!fs::exists(path)) return;
+  if (!path_exists(path)) return;
   nlohmann::json j;
   try {
     std::ifstream in(path);
@@ -106,7 +107,7 @@ void verify_checksums(const std::string& dir) {
                   entry.contains("crc32") && entry["crc32"].is_string(),
               path, ": entry '", name, "' is malformed (expected {\"bytes\": N, \"crc32\": hex})");
     const std::string file = in_dir(dir, name);
-    KVT_CHECK(fs::is_regular_file(file), dir, " has no ", name, " but ", kModelChecksumsFile,
+    KVT_CHECK(is_file(file), dir, " has no ", name, " but ", kModelChecksumsFile,
               " lists it: the model folder is incomplete");
     const FileSum sum = file_sum(file);
     KVT_CHECK(sum.bytes == entry["bytes"].get<uint64_t>() &&
@@ -142,7 +143,7 @@ void save_model(const std::string& dir, const TransformerLM& model, const ModelC
   }
   std::error_code ec;
   fs::create_directories(dir, ec);
-  KVT_CHECK(fs::is_directory(dir), "save_model: cannot create folder ", dir, ": ", ec.message());
+  KVT_CHECK(is_folder(dir), "save_model: cannot create folder ", dir, ": ", ec.message());
 
   write_file_atomic(in_dir(dir, kModelConfigFile),
                     "# kvtune model config (written by save_model)\n" + to_yaml_string(config));
@@ -155,10 +156,10 @@ void save_model(const std::string& dir, const TransformerLM& model, const ModelC
 }
 
 LoadedModel load_model(const std::string& dir) {
-  KVT_CHECK(fs::is_directory(dir), "model folder ", dir,
+  KVT_CHECK(is_folder(dir), "model folder ", dir,
             " does not exist (a model folder is written by save_model)");
   for (const char* name : {kModelConfigFile, kTokenizerFile, kModelWeightsFile}) {
-    KVT_CHECK(fs::is_regular_file(in_dir(dir, name)), "model folder ", dir, " has no ", name,
+    KVT_CHECK(is_file(in_dir(dir, name)), "model folder ", dir, " has no ", name,
               ": it is incomplete or not a model folder");
   }
   LoadedModel loaded;
@@ -175,7 +176,7 @@ LoadedModel load_model(const std::string& dir) {
   auto layers = loaded.model->memory_layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string path = in_dir(dir, base_bank_file(static_cast<int64_t>(i)));
-    KVT_CHECK(fs::is_regular_file(path), "model folder ", dir, " has no ",
+    KVT_CHECK(is_file(path), "model folder ", dir, " has no ",
               base_bank_file(static_cast<int64_t>(i)), ": memory layer ", i,
               " needs its base bank");
     auto bank = IndexedBank::load(path, loaded.config.memory.index);

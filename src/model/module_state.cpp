@@ -6,6 +6,7 @@
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 
@@ -80,7 +81,7 @@ void save_module_state(const torch::nn::Module& module, const std::string& path)
 }
 
 void load_module_state(torch::nn::Module& module, const std::string& path) {
-  KVT_CHECK(std::filesystem::is_regular_file(path), "weights file ", path, " does not exist");
+  KVT_CHECK(is_file(path), "weights file ", path, " does not exist");
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);

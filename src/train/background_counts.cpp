@@ -4,6 +4,7 @@
 
 #include "bank/tensor_file.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 
@@ -75,7 +76,7 @@ void write_background(const std::string& path, const BackgroundCounts& counts) {
 }
 
 BackgroundCounts read_background(const std::string& path, const TransformerLM& model) {
-  KVT_CHECK(std::filesystem::is_regular_file(path), path,
+  KVT_CHECK(is_file(path), path,
             " not found: method sparse ranks slots by background access counts; compute them "
             "with `kvtune background --model DIR` (pretraining writes them)");
   BackgroundCounts c;

@@ -210,7 +210,13 @@ SetOverride parse_set_override(const std::string& text) {
 
 void merge_yaml(YAML::Node base, const YAML::Node& overrides) {
   for (const auto& kv : overrides) {
-    const std::string key = kv.first.as<std::string>();
+    if (!kv.first.IsScalar()) {
+      // Not a key of ours ([1, 2]: x): carried over, so that the model reader names it as an
+      // unknown key (as<std::string>() would throw a yaml-cpp exception here).
+      base[kv.first] = YAML::Clone(kv.second);
+      continue;
+    }
+    const std::string key = kv.first.Scalar();
     YAML::Node current = base[key];
     if (current.IsDefined() && current.IsMap() && kv.second.IsMap()) {
       merge_yaml(current, kv.second);

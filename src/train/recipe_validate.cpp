@@ -8,6 +8,7 @@
 
 #include "attention/estimator.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "data/corpus.h"
 #include "index/index_config_yaml.h"
 #include "model/batch_memory.h"
@@ -43,7 +44,7 @@ void check_base(const Recipe& r, const std::string& where) {
   KVT_CHECK(!r.base.empty(), where,
             ": key 'base' is required for finetune: the pretrained run folder, e.g. base: "
             "runs/pretrain-general (made by `kvtune pretrain recipes/pretrain-general.yaml`)");
-  KVT_CHECK(fs::is_regular_file(fs::path(r.base) / kBaseModelConfig), where, ": base '", r.base,
+  KVT_CHECK(is_file(fs::path(r.base) / kBaseModelConfig), where, ": base '", r.base,
             "' is not a pretrained run folder (", kBaseModelConfig,
             " missing): run `kvtune pretrain recipes/pretrain-general.yaml` first");
 }

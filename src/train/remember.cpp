@@ -13,6 +13,7 @@
 #include "bank/bank_io.h"
 #include "bank/indexed_bank.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "data/text_reader.h"
 #include "model/model_io.h"
 #include "train/kmeans.h"
@@ -468,11 +469,11 @@ RememberStats remember_file(TransformerLM& model, const Tokenizer& tokenizer,
   const std::clock_t cpu_start = std::clock();
   const std::string out = out_path.empty() ? bank_path : out_path;
   const fs::path folder = fs::path(out).parent_path();
-  KVT_CHECK(folder.empty() || fs::is_directory(folder), "cannot write ", out, ": folder ",
-            folder.string(), " does not exist (create it first)");
+  KVT_CHECK(folder.empty() || is_folder(folder), "cannot write ", out, ": folder ", folder.string(),
+            " does not exist (create it first)");
   const auto docs = remember_documents(text_path, tokenizer);
   Bank bank;
-  if (fs::exists(bank_path)) {
+  if (path_exists(bank_path)) {
     bank = read_bank(bank_path);
     check_bank_fits_model(model, bank.meta, bank_path);
     KVT_CHECK(bank.meta.trainable, bank_path,

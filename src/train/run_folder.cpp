@@ -7,6 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "common/yaml_reader.h"
 #include "train/recipe_io.h"
 
@@ -38,7 +39,7 @@ void flatten(const YAML::Node& node, const std::string& prefix,
              std::map<std::string, std::string>& out) {
   if (node.IsMap()) {
     for (const auto& kv : node) {
-      const std::string key = kv.first.as<std::string>();
+      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : YAML::Dump(kv.first);
       flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out);
     }
     return;
@@ -115,7 +116,7 @@ std::unique_ptr<FileLock> open_run_folder(const Recipe& r, const std::string& ou
               " is a file, not a folder: give a folder for the run");
   } else {
     fs::create_directories(out_dir, ec);
-    KVT_CHECK(!ec && fs::is_directory(out_dir), "cannot create the run folder ", out_dir, ": ",
+    KVT_CHECK(!ec && is_folder(out_dir), "cannot create the run folder ", out_dir, ": ",
               ec.message(), ": check the parent folder is writable");
   }
   auto lock = std::make_unique<FileLock>((fs::path(out_dir) / "run").string());

@@ -5,6 +5,7 @@
 #include "bank/bank_io.h"
 #include "bank/bank_patch.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune {
 
@@ -70,7 +71,7 @@ std::shared_ptr<IndexedBank> load_run_bank(const LoadedModel& loaded, const std:
     bank = layers[layer]->banks().front();
   } else {
     const auto path = (std::filesystem::path(model_dir) / domain_bank_file(layer)).string();
-    KVT_CHECK(std::filesystem::exists(path), model_dir, " has no ", domain_bank_file(layer),
+    KVT_CHECK(path_exists(path), model_dir, " has no ", domain_bank_file(layer),
               ": it is not the model of a run fine-tuned with method memory (export its base "
               "bank with --which base, or give the model folder of a memory run)");
     bank = IndexedBank::load(path, IndexConfig{});
@@ -101,7 +102,7 @@ LoadedModel load_run_model(const std::string& model_dir) {
   std::vector<std::pair<std::string, Bank>> patches;
   for (int64_t i = 0; i < n; ++i) {
     const auto path = (std::filesystem::path(model_dir) / patch_bank_file(i)).string();
-    if (!std::filesystem::exists(path)) continue;
+    if (!path_exists(path)) continue;
     const Bank patch = read_bank(path);
     KVT_CHECK(patch.meta.kind == kBankKindPatch && patch.meta.memory_layer == i, path,
               ": not the patch of memory layer ", i,
@@ -112,7 +113,7 @@ LoadedModel load_run_model(const std::string& model_dir) {
   for (const auto& [path, patch] : patches) apply_patch(loaded.model, patch, path);
   for (int64_t i = 0; i < n; ++i) {
     const auto path = (std::filesystem::path(model_dir) / domain_bank_file(i)).string();
-    if (!std::filesystem::exists(path)) continue;
+    if (!path_exists(path)) continue;
     const auto bank = attach_bank_file(loaded.model, path);
     KVT_CHECK(bank->bank().meta.memory_layer == i, path, ": the bank names memory layer ",
               bank->bank().meta.memory_layer, ", not ", i,

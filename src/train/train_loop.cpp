@@ -11,6 +11,7 @@
 
 #include "attention/lazy_gumbel.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
 #include "train/progress.h"
@@ -117,7 +118,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
   for (const auto& p : s.dense) outcome.trainable_parameters += p.numel();
   for (const auto& p : s.bank_params) outcome.trainable_parameters += p.numel();
   if (s.log_scale.defined()) outcome.trainable_parameters += 1;
-  if (resume && fs::exists(checkpoint)) {
+  if (resume && path_exists(checkpoint)) {
     outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, row_opt.get());
     std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
   }

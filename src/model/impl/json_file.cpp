@@ -5,11 +5,12 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/path_checks.h"
 
 namespace kvtune::detail {
 
 nlohmann::json read_json_object(const std::string& path, const std::string& what) {
-  KVT_CHECK(std::filesystem::is_regular_file(path), what, " ", path, " does not exist");
+  KVT_CHECK(is_file(path), what, " ", path, " does not exist");
   std::ifstream f(path);
   std::stringstream text;
   text << f.rdbuf();

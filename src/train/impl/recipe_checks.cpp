@@ -1,4 +1,5 @@
 #include "train/impl/recipe_checks.h"
+#include "common/path_checks.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -18,7 +19,7 @@ void check_one_of(const std::string& where, const std::string& key, const std::s
 }
 
 void check_bank_file(const std::string& where, const std::string& key, const std::string& path) {
-  KVT_CHECK(std::filesystem::is_regular_file(path), where, ": key '", key, "' names '", path,
+  KVT_CHECK(is_file(path), where, ": key '", key, "' names '", path,
             "', which is not a file: give the path of a bank (.h5) written by kvtune, relative to "
             "the directory kvtune runs in");
 }
