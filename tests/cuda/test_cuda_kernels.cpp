@@ -3,6 +3,8 @@
 // Built only when the binding exists (KVTUNE_WITH_CUDA); skipped when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <cmath>
 #include <vector>
 
@@ -217,6 +219,10 @@ TEST(CudaKernelsOp, TopkOpAndGradientsMatchTheCpuOp) {
     EXPECT_LT(test::rel_error(cuda[i], cpu[i]), cuda_tol(torch::kFloat32)) << "tensor " << i;
 }
 
+// Chi-square of the draws against the float64 softmax, per row, as a z score. A row whose first
+// draw is past |z| = 4 (about 6e-5 by chance; 9 rows) gets an independent second draw with
+// another seed, which must pass: a wrong sampler fails both, chance fails both about 4e-9 of the
+// time (the suite's false-alarm budget, docs/reliability.md).
 TEST(CudaKernelsGumbel, LazyGumbelSamplesTheFullSoftmax) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const uint64_t seed = test::test_seed();
@@ -228,13 +234,18 @@ TEST(CudaKernelsGumbel, LazyGumbelSamplesTheFullSoftmax) {
   const auto s = scale * q.to(torch::kFloat64).matmul(bank.keys_cpu.to(torch::kFloat64).t());
   for (int64_t k : {1, 8, 31}) {
     const auto top = cuda::topk_search(q.to(gpu()), bank.keys_gpu, k, scale);
-    const auto draws = cuda::lazy_gumbel_sample(q.to(gpu()), gpu_views({bank}), top.ids, top.scores,
-                                                samples, scale, seed);
-    const auto ids = draws.ids.cpu();
-    for (int64_t r = 0; r < R; ++r) {
+    struct Draw {
+      torch::Tensor ids, tail_scored;
+    };
+    const auto draw = [&](uint64_t draw_seed) {
+      const auto d = cuda::lazy_gumbel_sample(q.to(gpu()), gpu_views({bank}), top.ids, top.scores,
+                                              samples, scale, draw_seed);
+      return Draw{d.ids.cpu(), d.tail_scored.cpu()};
+    };
+    // z of row r's counts; chi-square over bins of expected count >= 5 (the rest pooled).
+    const auto z_of = [&](const Draw& d, int64_t r, double* chi2_out, double* df_out) {
       const auto p = torch::softmax(s[r], 0);
-      const auto counts = torch::bincount(ids[r], {}, n).to(torch::kFloat64);
-      // Chi-square over bins of expected count >= 5 (the rest pooled into one bin).
+      const auto counts = torch::bincount(d.ids[r], {}, n).to(torch::kFloat64);
       const auto expected = p * samples;
       const auto big = expected >= 5;
       const auto e =
@@ -242,11 +253,24 @@ TEST(CudaKernelsGumbel, LazyGumbelSamplesTheFullSoftmax) {
       const auto o =
           torch::cat({counts.masked_select(big), counts.masked_select(~big).sum(0, true)});
       const auto keep = e > 0;
-      const auto chi2 = ((o - e).pow(2) / e).masked_select(keep).sum().item<double>();
+      const double chi2 = ((o - e).pow(2) / e).masked_select(keep).sum().item<double>();
       const double df = keep.sum().item<double>() - 1;
-      const double z = (chi2 - df) / std::sqrt(2 * df);
-      EXPECT_LT(std::abs(z), 4.0) << "k " << k << " row " << r << " chi2 " << chi2 << " df " << df;
-      const double mean_tail = draws.tail_scored.cpu()[r].item<double>() / samples;
+      *chi2_out = chi2;
+      *df_out = df;
+      return (chi2 - df) / std::sqrt(2 * df);
+    };
+    const Draw first = draw(seed);
+    std::optional<Draw> second;
+    for (int64_t r = 0; r < R; ++r) {
+      double chi2 = 0, df = 0;
+      double z = z_of(first, r, &chi2, &df);
+      if (std::abs(z) >= 4.0) {
+        if (!second) second = draw(seed ^ 0x9e3779b97f4a7c15ull);
+        z = z_of(*second, r, &chi2, &df);
+      }
+      EXPECT_LT(std::abs(z), 4.0) << "k " << k << " row " << r << " chi2 " << chi2 << " df " << df
+                                  << " (second draw)";
+      const double mean_tail = first.tail_scored[r].item<double>() / samples;
       EXPECT_LE(mean_tail, 1.1 * double(n - k) / k + 1) << "k " << k;
     }
   }

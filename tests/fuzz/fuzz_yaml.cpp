@@ -1,6 +1,6 @@
 // The strict YAML loader (duplicate keys, several documents) and the index config reader on top
-// of it. The recipe and model-config readers use the same loader and YamlReader; they are not
-// linked here (they pull in libtorch).
+// of it. The recipe and model-config readers use the same loader and YamlReader; their own
+// harnesses are fuzz_recipe and fuzz_model_config.
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
