@@ -12,6 +12,7 @@
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/path_checks.h"
 #include "model/impl/json_file.h"
 
 #ifdef KVTUNE_WITH_SENTENCEPIECE
@@ -306,7 +307,7 @@ SentencePieceTokenizer SentencePieceTokenizer::load(const std::string& path) {
   KVT_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..",
             path, ": model_file '", name, "' must be a file name in the same folder");
   const std::string model_path = (fs::path(path).parent_path() / name).string();
-  KVT_CHECK(fs::is_regular_file(model_path), path, " names the SentencePiece model ", model_path,
+  KVT_CHECK(is_file(model_path), path, " names the SentencePiece model ", model_path,
             ", which does not exist: the model folder is incomplete (copy it whole)");
   std::error_code ec;
   const auto size = fs::file_size(model_path, ec);
