@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bank_test_util.h"
 #include "common/check.h"
 #include "data/corpus.h"
 #include "data/text_data.h"
@@ -257,6 +258,21 @@ TEST(SentencePiecePretrain, TrainsSavesAndLoadsTheTokenizer) {
   fs::remove(model_dir + "/tokenizer.model");
   EXPECT_THAT(error_of([&] { load_model(model_dir); }),
               AllOf(HasSubstr("tokenizer.model"), HasSubstr("does not exist")));
+}
+
+}  // namespace
+}  // namespace kvtune
+
+#else  // !KVTUNE_WITH_SENTENCEPIECE
+
+namespace kvtune {
+namespace {
+
+// Built without the library (a sanitizer build, or no libsentencepiece-dev): the config is
+// accepted, and making or reading the tokenizer says what is missing.
+TEST(SentencePieceMissing, RefusedWithAMessage) {
+  EXPECT_THAT(test::error_of([] { make_tokenizer("sentencepiece", 1024, {"some text"}); }),
+              ::testing::HasSubstr("built without SentencePiece"));
 }
 
 }  // namespace

@@ -16,12 +16,10 @@
 #include "model/impl/json_file.h"
 
 #ifdef KVTUNE_WITH_SENTENCEPIECE
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-#else
-namespace sentencepiece {
-class SentencePieceProcessor {};  // never made: every entry point says the library is missing
-}  // namespace sentencepiece
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <mutex>
 #endif
 
 namespace kvtune {
@@ -81,18 +79,61 @@ SentencePieceTokenizer::~SentencePieceTokenizer() = default;
 
 namespace {
 
-class LineIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LineIterator(std::vector<std::string> lines) : lines_(std::move(lines)) {}
-  bool done() const override { return i_ >= lines_.size(); }
-  void Next() override { ++i_; }
-  const std::string& value() const override { return lines_[i_]; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  std::vector<std::string> lines_;
-  size_t i_ = 0;
+// The C interface of kvtune_sentencepiece (model/impl/sentencepiece_shim.cpp).
+struct ShimApi {
+  void (*free)(void*) = nullptr;
+  int (*train)(const char* const*, const size_t*, size_t, const char* const*, size_t, char**,
+               size_t*, char**) = nullptr;
+  void* (*load)(const char*, size_t, char**) = nullptr;
+  void (*unload)(void*) = nullptr;
+  int (*size)(const void*) = nullptr;
+  int (*piece)(const void*, int, const char**, size_t*) = nullptr;
+  int (*special)(const void*, int) = nullptr;
+  int (*encode)(const void*, const char*, size_t, int**, size_t*, char**) = nullptr;
 };
+
+// Loads the module once: $KVTUNE_SENTENCEPIECE_MODULE, else the path this build put it at.
+// RTLD_DEEPBIND makes the library and its bundled protobuf resolve their own symbols first;
+// RTLD_LOCAL keeps them from everyone else (libtorch's libprotobuf).
+const ShimApi& shim() {
+  static ShimApi api;
+  static std::string failure;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* env = std::getenv("KVTUNE_SENTENCEPIECE_MODULE");
+    const std::string path = env != nullptr && *env != '\0' ? env : KVTUNE_SENTENCEPIECE_SHIM;
+    void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (h == nullptr) {
+      const char* e = ::dlerror();
+      failure = "cannot load the SentencePiece module " + path + " (" + (e ? e : "?") +
+                "): rebuild kvtune (tools/build), or set KVTUNE_SENTENCEPIECE_MODULE to its "
+                "libkvtune_sentencepiece.so";
+      return;
+    }
+    const auto sym = [&](const char* name) {
+      void* f = ::dlsym(h, name);
+      if (f == nullptr && failure.empty()) failure = path + " has no symbol " + name;
+      return f;
+    };
+    api.free = reinterpret_cast<decltype(api.free)>(sym("kvt_sp_free"));
+    api.train = reinterpret_cast<decltype(api.train)>(sym("kvt_sp_train"));
+    api.load = reinterpret_cast<decltype(api.load)>(sym("kvt_sp_load"));
+    api.unload = reinterpret_cast<decltype(api.unload)>(sym("kvt_sp_unload"));
+    api.size = reinterpret_cast<decltype(api.size)>(sym("kvt_sp_size"));
+    api.piece = reinterpret_cast<decltype(api.piece)>(sym("kvt_sp_piece"));
+    api.special = reinterpret_cast<decltype(api.special)>(sym("kvt_sp_special"));
+    api.encode = reinterpret_cast<decltype(api.encode)>(sym("kvt_sp_encode"));
+  });
+  KVT_CHECK(failure.empty(), "SentencePiece tokenizer: ", failure);
+  return api;
+}
+
+// A message the module allocated, freed.
+std::string take_error(const ShimApi& api, char* error) {
+  std::string s = error != nullptr ? error : "unknown error";
+  if (error != nullptr) api.free(error);
+  return s;
+}
 
 // The non-empty lines of `texts`, at most `max_lines` of them, evenly spaced by position.
 std::vector<std::string> training_lines(const std::vector<std::string>& texts, int64_t max_lines) {
@@ -123,57 +164,77 @@ SentencePieceTokenizer SentencePieceTokenizer::train(const std::vector<std::stri
             options.vocab_size, " is below the minimum ", kMinVocabSize,
             " (4 specials + 256 byte pieces + room for subwords)");
   KVT_CHECK(options.max_lines > 0, "SentencePiece tokenizer: max_lines must be positive");
-  LineIterator lines(training_lines(texts, options.max_lines));
-  KVT_CHECK(!lines.done(), "SentencePiece tokenizer: no text to train on (the corpora are empty)");
+  const std::vector<std::string> lines = training_lines(texts, options.max_lines);
+  KVT_CHECK(!lines.empty(), "SentencePiece tokenizer: no text to train on (the corpora are empty)");
   // Identity normalization and no whitespace rewriting keep every piece a substring of the text
   // (the round trip above); one thread keeps the result identical from run to run.
-  const std::unordered_map<std::string, std::string> args = {
-      {"model_type", "unigram"},
-      {"vocab_size", std::to_string(options.vocab_size)},
-      {"byte_fallback", "true"},
-      {"normalization_rule_name", "identity"},
-      {"add_dummy_prefix", "false"},
-      {"remove_extra_whitespaces", "false"},
-      {"split_digits", "true"},
-      {"character_coverage", "0.9995"},
-      {"unk_id", std::to_string(kUnk)},
-      {"bos_id", std::to_string(kBos)},
-      {"eos_id", std::to_string(kEos)},
-      {"pad_id", std::to_string(kPad)},
-      {"num_threads", "1"},
-      {"shuffle_input_sentence", "false"},
-      {"input_sentence_size", std::to_string(options.max_lines)},
-      {"max_sentence_length", "65536"},
-      {"hard_vocab_limit", "false"},
-      {"minloglevel", "2"}};
-  std::string proto;
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &proto);
-  KVT_CHECK(status.ok(), "SentencePiece tokenizer: training failed: ", status.ToString(),
+  const std::vector<std::string> args = {"model_type=unigram",
+                                         "vocab_size=" + std::to_string(options.vocab_size),
+                                         "byte_fallback=true",
+                                         "normalization_rule_name=identity",
+                                         "add_dummy_prefix=false",
+                                         "remove_extra_whitespaces=false",
+                                         "split_digits=true",
+                                         "character_coverage=0.9995",
+                                         "unk_id=" + std::to_string(kUnk),
+                                         "bos_id=" + std::to_string(kBos),
+                                         "eos_id=" + std::to_string(kEos),
+                                         "pad_id=" + std::to_string(kPad),
+                                         "num_threads=1",
+                                         "shuffle_input_sentence=false",
+                                         "input_sentence_size=" + std::to_string(options.max_lines),
+                                         "max_sentence_length=65536",
+                                         "hard_vocab_limit=false",
+                                         "minloglevel=2"};
+  std::vector<const char*> line_ptrs, arg_ptrs;
+  std::vector<size_t> line_lens;
+  for (const auto& l : lines) {
+    line_ptrs.push_back(l.data());
+    line_lens.push_back(l.size());
+  }
+  for (const auto& a : args) arg_ptrs.push_back(a.c_str());
+  const ShimApi& api = shim();
+  char* out = nullptr;
+  size_t out_len = 0;
+  char* error = nullptr;
+  const int rc = api.train(line_ptrs.data(), line_lens.data(), line_ptrs.size(), arg_ptrs.data(),
+                           arg_ptrs.size(), &out, &out_len, &error);
+  KVT_CHECK(rc == 0, "SentencePiece tokenizer: training failed: ", take_error(api, error),
             " (more general text, or a smaller vocab_size, may fix it)");
+  const std::string proto(out, out_len);
+  api.free(out);
   return from_model_proto(proto, "the trained SentencePiece model");
 }
 
 void SentencePieceTokenizer::init(const std::string& where) {
-  processor_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = processor_->LoadFromSerializedProto(proto_);
-  KVT_CHECK(status.ok(), where, ": not a SentencePiece model the library can read (",
-            status.ToString(), ")");
-  vocab_size_ = processor_->GetPieceSize();
+  const ShimApi& api = shim();
+  char* error = nullptr;
+  void* model = api.load(proto_.data(), proto_.size(), &error);
+  KVT_CHECK(model != nullptr, where, ": not a SentencePiece model the library can read (",
+            take_error(api, error), ")");
+  model_ = std::shared_ptr<void>(model, api.unload);
+  vocab_size_ = api.size(model);
   KVT_CHECK(vocab_size_ >= kMinVocabSize, where, ": the SentencePiece model has ", vocab_size_,
             " pieces, fewer than the ", kMinVocabSize, " kvtune needs");
-  KVT_CHECK(processor_->IsUnknown(kUnk) && processor_->IsControl(kBos) &&
-                processor_->IsControl(kEos) && processor_->IsControl(kPad) &&
-                processor_->bos_id() == kBos && processor_->eos_id() == kEos &&
-                processor_->pad_id() == kPad,
+  const auto kind = [&](int64_t id) {
+    const char* p = nullptr;
+    size_t n = 0;
+    return api.piece(model, static_cast<int>(id), &p, &n);
+  };
+  KVT_CHECK(kind(kUnk) == 1 && kind(kBos) == 2 && kind(kEos) == 2 && kind(kPad) == 2 &&
+                api.special(model, 1) == kBos && api.special(model, 2) == kEos &&
+                api.special(model, 3) == kPad,
             where, ": the SentencePiece model's special ids are not unk 0, bos 1, eos 2, pad 3 ",
             "(train it with kvtune)");
   pieces_.assign(static_cast<size_t>(vocab_size_), std::string());
   std::vector<bool> have_byte(256, false);
   for (int64_t id = 0; id < vocab_size_; ++id) {
-    const int i = static_cast<int>(id);
-    if (processor_->IsControl(i) || processor_->IsUnknown(i)) continue;
-    const std::string& piece = processor_->IdToPiece(i);
-    if (processor_->IsByte(i)) {
+    const char* p = nullptr;
+    size_t n = 0;
+    const int k = api.piece(model, static_cast<int>(id), &p, &n);
+    if (k == 1 || k == 2) continue;  // unk and control pieces decode to nothing
+    const std::string piece(p, n);
+    if (k == 3) {
       unsigned value = 0;
       KVT_CHECK(
           piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%2X>", &value) == 1 && value < 256,
@@ -184,12 +245,12 @@ void SentencePieceTokenizer::init(const std::string& where) {
       continue;
     }
     std::string text;
-    for (size_t k = 0; k < piece.size();) {
-      if (is_space_marker(piece, k)) {
+    for (size_t j = 0; j < piece.size();) {
+      if (is_space_marker(piece, j)) {
         text.push_back(' ');
-        k += 3;
+        j += 3;
       } else {
-        text.push_back(piece[k++]);
+        text.push_back(piece[j++]);
       }
     }
     pieces_[id] = std::move(text);
@@ -202,18 +263,21 @@ void SentencePieceTokenizer::init(const std::string& where) {
 
 std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text, bool add_bos,
                                                     bool add_eos) const {
+  const ShimApi& api = shim();
   std::vector<int64_t> ids;
   ids.reserve(text.size() / 2 + 2);
   if (add_bos) ids.push_back(kBos);
-  std::vector<int> run_ids;
   size_t run_start = 0;
   const auto flush = [&](size_t end) {
-    if (end > run_start) {
-      const auto status =
-          processor_->Encode(absl::string_view(text.data() + run_start, end - run_start), &run_ids);
-      KVT_CHECK(status.ok(), "SentencePiece tokenizer: encoding failed: ", status.ToString());
-      ids.insert(ids.end(), run_ids.begin(), run_ids.end());
-    }
+    if (end <= run_start) return;
+    int* out = nullptr;
+    size_t n = 0;
+    char* error = nullptr;
+    const int rc =
+        api.encode(model_.get(), text.data() + run_start, end - run_start, &out, &n, &error);
+    KVT_CHECK(rc == 0, "SentencePiece tokenizer: encoding failed: ", take_error(api, error));
+    ids.insert(ids.end(), out, out + n);
+    api.free(out);
   };
   size_t i = 0;
   while (i < text.size()) {

@@ -1,6 +1,8 @@
 // A learned subword tokenizer: a SentencePiece unigram model (the sentencepiece library), trained
 // at pretraining on the general corpus and kept in the model folder as tokenizer.model (the
-// library's own file, readable by any SentencePiece tool) beside tokenizer.json.
+// library's own file, readable by any SentencePiece tool) beside tokenizer.json. The library is
+// reached through a module loaded at first use (docs/model.md, "Tokenizers": its bundled
+// protobuf would clash with libtorch's).
 //
 // Every byte string survives encode -> decode unchanged (docs/model.md, "Tokenizers"):
 //   - the library sees only valid UTF-8 with its identity normalization (no NFKC, no dummy
@@ -19,10 +21,6 @@
 #include <vector>
 
 #include "model/tokenizer.h"
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
 
 namespace kvtune {
 
@@ -78,7 +76,8 @@ class SentencePieceTokenizer : public Tokenizer {
   void init(const std::string& where);
 
   std::string proto_;
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  // The library's model, behind kvtune_sentencepiece (model/impl/sentencepiece_shim.cpp).
+  std::shared_ptr<void> model_;
   int64_t vocab_size_ = 0;
   std::array<int64_t, 256> byte_ids_{};  // byte -> id of its piece <0xNN>
   std::vector<std::string> pieces_;      // id -> text it decodes to ("" for specials)
