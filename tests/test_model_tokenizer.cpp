@@ -70,9 +70,9 @@ TEST(ModelTokenizer, SavesAndLoadsItsJsonFile) {
 TEST(ModelTokenizer, LoadRefusesUnknownTypesVersionsAndBadFiles) {
   test::TempDir dir;
   const std::string path = dir.file("tokenizer.json");
-  write_text(path, R"({"type": "sentencepiece", "version": 1, "vocab_size": 32000})");
+  write_text(path, R"({"type": "wordpiece", "version": 1, "vocab_size": 32000})");
   EXPECT_THAT(error_of([&] { load_tokenizer(path); }),
-              HasSubstr("unknown tokenizer type 'sentencepiece' (known types: byte)"));
+              HasSubstr("unknown tokenizer type 'wordpiece' (known types: byte, sentencepiece)"));
   write_text(path, R"({"type": "byte", "version": 2, "vocab_size": 259})");
   EXPECT_THAT(error_of([&] { load_tokenizer(path); }), HasSubstr("version 2 is not supported"));
   write_text(path, R"({"type": "byte", "version": 1, "vocab_size": 300})");

@@ -128,7 +128,9 @@ def from_kvtune(folder, args):
         ("more than one memory layer", len(c.get("memory_blocks", [])) == 1),
         ("memory.query_norm", m.get("query_norm", "none") == "none"),
         ("a memory.estimator other than topk", m.get("estimator", "topk") == "topk"),
-        ("memory.scale", float(m.get("scale", 0)) == 0.0)) if not ok]
+        ("memory.scale", float(m.get("scale", 0)) == 0.0),
+        # its prompts are bytes after <bos> = 257: the byte tokenizer's ids
+        ("a tokenizer other than byte", c.get("tokenizer", "byte") == "byte")) if not ok]
     if unsupported:
         raise SystemExit(f"{folder}: this example's GPT cannot express {', '.join(unsupported)}: "
                          "give a model like configs/bases/pretrain-general")

@@ -1,23 +1,23 @@
 #include "data/text_data.h"
 
 #include "data/corpus.h"
-#include "data/split.h"
 
 namespace kvtune {
+
+std::string document_text(const TextEntry& e) {
+  const bool prefix = e.show_headword && !e.headword.empty();
+  return prefix ? e.headword + ": " + e.text : e.text;
+}
 
 std::vector<std::vector<int64_t>> tokenize_entries(const std::vector<TextEntry>& entries,
                                                    const Tokenizer& tokenizer) {
   std::vector<std::vector<int64_t>> docs;
   docs.reserve(entries.size());
   for (const auto& e : entries) {
-    const bool prefix = e.show_headword && !e.headword.empty();
-    const std::string text = prefix ? e.headword + ": " + e.text : e.text;
-    docs.push_back(tokenizer.encode(text, /*add_bos=*/true, /*add_eos=*/true));
+    docs.push_back(tokenizer.encode(document_text(e), /*add_bos=*/true, /*add_eos=*/true));
   }
   return docs;
 }
-
-namespace {
 
 Split split_corpora(const std::vector<std::string>& corpora, const DataConfig& data) {
   Split all;
@@ -30,16 +30,17 @@ Split split_corpora(const std::vector<std::string>& corpora, const DataConfig& d
   return all;
 }
 
-}  // namespace
-
-SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
-                     const Tokenizer& tokenizer) {
-  const Split split = split_corpora(corpora, data);
+SplitData tokenize_split(const Split& split, const DataConfig& data, const Tokenizer& tokenizer) {
   SplitData s;
   s.train = std::make_unique<LmDataset>(tokenize_entries(split.train, tokenizer), data.seq_len);
   s.held_out =
       std::make_unique<LmDataset>(tokenize_entries(split.held_out, tokenizer), data.seq_len);
   return s;
+}
+
+SplitData load_split(const std::vector<std::string>& corpora, const DataConfig& data,
+                     const Tokenizer& tokenizer) {
+  return tokenize_split(split_corpora(corpora, data), data, tokenizer);
 }
 
 std::unique_ptr<LmDataset> load_held_out(const std::vector<std::string>& corpora,

@@ -25,7 +25,10 @@ struct MemoryConfig {
 
 struct ModelConfig {
   std::string name = "tiny";
-  int64_t vocab_size = 259;  // byte tokenizer: 256 bytes + pad, bos, eos
+  // "byte" (256 bytes + pad, bos, eos: vocab_size 259) or "sentencepiece" (a subword model of
+  // vocab_size pieces, trained at pretraining: model/sentencepiece_tokenizer.h).
+  std::string tokenizer = "byte";
+  int64_t vocab_size = 259;
   int64_t d_model = 128;
   int64_t n_layers = 2;
   int64_t n_heads = 4;

@@ -10,6 +10,8 @@
 #include "common/check.h"
 #include "common/yaml_reader.h"
 #include "model/byte_tokenizer.h"
+#include "model/sentencepiece_tokenizer.h"
+#include "model/tokenizer.h"
 
 namespace kvtune {
 
@@ -41,6 +43,7 @@ std::string joined(const std::vector<std::string>& names) {
 void apply_model_yaml(const YAML::Node& node, const std::string& where, ModelConfig& config) {
   YamlReader r(node, where);
   r.get("name", config.name)
+      .get("tokenizer", config.tokenizer)
       .get("vocab_size", config.vocab_size)
       .get("d_model", config.d_model)
       .get("n_layers", config.n_layers)
@@ -89,6 +92,9 @@ YAML::Node to_yaml(const ModelConfig& config) {
 
   YAML::Node node;
   node["name"] = config.name;
+  // Written only when not the byte tokenizer, so that the YAML (hence the fingerprint) of
+  // byte-level models stays what it was.
+  if (config.tokenizer != "byte") node["tokenizer"] = config.tokenizer;
   node["vocab_size"] = config.vocab_size;
   node["d_model"] = config.d_model;
   node["n_layers"] = config.n_layers;
@@ -123,9 +129,20 @@ void validate(const ModelConfig& c, const std::string& where) {
   for (const auto& [key, value] : sizes) {
     KVT_CHECK(value > 0, where, ": key '", key, "' must be positive, got ", value);
   }
-  KVT_CHECK(c.vocab_size >= ByteTokenizer::kVocabSize, where, ": key 'vocab_size' is ",
-            c.vocab_size, " but the byte tokenizer needs at least ", ByteTokenizer::kVocabSize,
-            " (256 bytes + pad, bos, eos): set vocab_size: ", ByteTokenizer::kVocabSize);
+  const auto& types = tokenizer_types();
+  KVT_CHECK(std::find(types.begin(), types.end(), c.tokenizer) != types.end(), where,
+            ": key 'tokenizer' is '", c.tokenizer, "'; valid: ", joined(types));
+  if (c.tokenizer == "byte") {
+    KVT_CHECK(c.vocab_size >= ByteTokenizer::kVocabSize, where, ": key 'vocab_size' is ",
+              c.vocab_size, " but the byte tokenizer needs at least ", ByteTokenizer::kVocabSize,
+              " (256 bytes + pad, bos, eos): set vocab_size: ", ByteTokenizer::kVocabSize);
+  } else {
+    // The embedding and output layers are vocab_size rows: a bound keeps them allocatable.
+    KVT_CHECK(c.vocab_size >= SentencePieceTokenizer::kMinVocabSize && c.vocab_size <= 262144,
+              where, ": key 'vocab_size' is ", c.vocab_size, "; a sentencepiece tokenizer needs ",
+              SentencePieceTokenizer::kMinVocabSize,
+              " to 262144 pieces (4 specials + 256 byte pieces + subwords), e.g. 2048");
+  }
   KVT_CHECK(c.d_model % c.n_heads == 0, where, ": d_model ", c.d_model,
             " is not divisible by n_heads ", c.n_heads,
             ": choose n_heads dividing d_model (each head gets d_model / n_heads dims)");

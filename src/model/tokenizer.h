@@ -13,7 +13,7 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  // The "type" recorded in tokenizer.json ("byte").
+  // The "type" recorded in tokenizer.json ("byte", "sentencepiece").
   virtual std::string type() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t pad_id() const = 0;
@@ -31,5 +31,13 @@ class Tokenizer {
 
 // Reads a tokenizer.json written by Tokenizer::save; refuses unknown types and versions.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+// The tokenizer a model config names (key `tokenizer`), made for pretraining: "byte" needs no
+// text; "sentencepiece" is trained on `texts` (the general corpus's training side) with
+// `vocab_size` pieces. An unknown type is a kvtune::Error listing tokenizer_types().
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, int64_t vocab_size,
+                                          const std::vector<std::string>& texts);
+// Every tokenizer type: byte, sentencepiece.
+const std::vector<std::string>& tokenizer_types();
 
 }  // namespace kvtune

@@ -10,8 +10,8 @@
 #include "common/resources.h"
 #include "common/threads.h"
 #include "data/text_data.h"
-#include "model/byte_tokenizer.h"
 #include "model/model_io.h"
+#include "model/tokenizer.h"
 #include "train/background_counts.h"
 #include "train/learned_scale.h"
 #include "train/method.h"
@@ -37,8 +37,20 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, 
   set_num_threads(r.train.threads);
   torch::manual_seed(r.train.seed);
   const auto lock = open_run_folder(r, out_dir, resume, overwrite);
-  ByteTokenizer tokenizer;
-  const auto data = load_split(r.data.general, r.data, tokenizer);
+  // The tokenizer first (a learned one trains on the general corpus's training side only, so
+  // that held-out text stays unseen), then the token streams.
+  const Split split = split_corpora(r.data.general, r.data);
+  std::vector<std::string> texts;
+  texts.reserve(split.train.size());
+  for (const auto& e : split.train) texts.push_back(document_text(e));
+  const auto tokenizer_ptr =
+      make_tokenizer(r.model_config.tokenizer, r.model_config.vocab_size, texts);
+  texts.clear();
+  const Tokenizer& tokenizer = *tokenizer_ptr;
+  KVT_CHECK(tokenizer.vocab_size() <= r.model_config.vocab_size, "the ", tokenizer.type(),
+            " tokenizer has ", tokenizer.vocab_size(), " tokens but vocab_size is ",
+            r.model_config.vocab_size);
+  const auto data = tokenize_split(split, r.data, tokenizer);
 
   TrainState s;
   s.model = TransformerLM(r.model_config);
