@@ -127,7 +127,8 @@ TEST(RecipeErrors, SparseMethodKeys) {
       {{"method=sparse", "optim.bank_lr=0"}, "'optim.bank_lr' must be > 0"},
       {{"method=sparse", "domain_bank.attach=[x.h5]"}, "for method memory"}};
   for (const auto& [sets, expected] : cases) {
-    EXPECT_THAT(error_of([&] { scratch.load_and_validate(sets); }), HasSubstr(expected))
+    const auto& s = sets;  // C++17 lambdas cannot capture a structured binding
+    EXPECT_THAT(error_of([&] { scratch.load_and_validate(s); }), HasSubstr(expected))
         << sets.back();
   }
   EXPECT_THAT(error_of([&] { scratch.load("sparse:\n  t: 5\n"); }), HasSubstr("sparse.t"));
@@ -160,7 +161,8 @@ TEST(RecipeErrors, OutOfRange) {
        "'domain_bank.attach' names 'no-such-bank.h5', which is not a file"},
   };
   for (const auto& [set, message] : cases) {
-    EXPECT_THAT(error_of([&] { scratch.load_and_validate({set}); }), HasSubstr(message)) << set;
+    const auto& s = set;  // C++17 lambdas cannot capture a structured binding
+    EXPECT_THAT(error_of([&] { scratch.load_and_validate({s}); }), HasSubstr(message)) << set;
   }
   EXPECT_THAT(error_of([&] {
                 scratch.load_and_validate({"method=lora", "lora.rank=0"});
