@@ -1,20 +1,19 @@
-// Elements from dict-elements, and their statements and questions.
+// Elements from dict-elements, and the fact set rendered from them.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cctype>
 #include <filesystem>
 #include <set>
 
 #include "data/dictd_reader.h"
 #include "data/elements.h"
+#include "data/fact_set.h"
 #include "test_util.h"
 
 namespace kvtune {
 namespace {
 
 using ::testing::ElementsAre;
-using ::testing::Pair;
 
 // Skips, or fails under CI=true (test_util.h), when dict-elements is not installed.
 #define SKIP_UNLESS_ELEMENTS() KVTUNE_REQUIRE_DICTD("elements")
@@ -24,30 +23,6 @@ const Element* by_name(const std::vector<Element>& elements, const std::string& 
     if (e.name == name) return &e;
   }
   return nullptr;
-}
-
-// Lower-case words with punctuation removed, for comparing wordings.
-std::vector<std::string> words(const std::string& s) {
-  std::vector<std::string> out(1);
-  for (char c : s) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '.') {
-      out.back().push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    } else if (!out.back().empty()) {
-      out.emplace_back();
-    }
-  }
-  if (out.back().empty()) out.pop_back();
-  for (auto& w : out) {
-    while (!w.empty() && w.back() == '.') w.pop_back();  // sentence full stop, not "55.847"
-  }
-  return out;
-}
-
-std::set<std::vector<std::string>> ngrams(const std::string& s, size_t n) {
-  const auto w = words(s);
-  std::set<std::vector<std::string>> out;
-  for (size_t i = 0; i + n <= w.size(); ++i) out.emplace(w.begin() + i, w.begin() + i + n);
-  return out;
 }
 
 TEST(DataElements, ParsesTheInstalledTable) {
@@ -88,50 +63,44 @@ TEST(DataElements, ParsesTheInstalledTable) {
 
 TEST(DataElements, RendersStatementsAndQuestionsFromTheTable) {
   const Element iron{"Iron", "Fe", 26, "55.847"};
-  EXPECT_THAT(
-      element_statements(iron),
-      ElementsAre("The symbol of Iron is Fe.", "Fe stands for Iron.", "Iron has atomic number 26.",
-                  "Atomic number 26 belongs to Iron.", "The atomic weight of Iron is 55.847."));
-  EXPECT_THAT(element_answered_questions(iron),
-              ElementsAre("Which element has the chemical symbol Fe? Answer: Iron",
-                          "What is the chemical symbol for iron? Answer: Fe",
-                          "What is the atomic number of iron? Answer: 26",
-                          "Which element's atomic number is 26? Answer: Iron",
-                          "How heavy is an atom of iron, in atomic mass units? Answer: 55.847"));
-  EXPECT_THAT(
-      element_questions(iron),
-      ElementsAre(Pair("Which element has the chemical symbol Fe? Answer:", " Iron"),
-                  Pair("What is the chemical symbol for iron? Answer:", " Fe"),
-                  Pair("What is the atomic number of iron? Answer:", " 26"),
-                  Pair("Which element's atomic number is 26? Answer:", " Iron"),
-                  Pair("How heavy is an atom of iron, in atomic mass units? Answer:", " 55.847")));
-  // A bracketed weight is a mass number, not an atomic weight: nothing is said about it.
   const Element actinium{"Actinium", "Ac", 89, "(227)"};
+  const FactSet set = elements_fact_set({iron, actinium});
+  ASSERT_EQ(set.relations.size(), 3u);
+  // A bracketed weight is a mass number, not an atomic weight: nothing is said about it.
   EXPECT_FALSE(has_plain_weight(actinium));
-  EXPECT_EQ(element_statements(actinium).size(), 4u);
-  EXPECT_EQ(element_questions(actinium).size(), 4u);
-}
-
-TEST(DataElements, QuestionsAreWordedDifferentlyFromStatements) {
-  SKIP_UNLESS_ELEMENTS();
-  const auto elements = read_elements();
-  size_t questions = 0;
-  for (const auto& e : elements) {
-    const auto statements = element_statements(e);
-    ASSERT_FALSE(statements.empty()) << e.name;
-    for (const auto& [prompt, answer] : element_questions(e)) {
-      ++questions;
-      ASSERT_EQ(answer.front(), ' ') << prompt;
-      const auto q = ngrams(prompt + answer, 4);
-      for (const auto& s : statements) {
-        for (const auto& g : ngrams(s, 4)) {
-          ASSERT_EQ(q.count(g), 0u)
-              << "question \"" << prompt << answer << "\" repeats 4 words of \"" << s << "\"";
-        }
-      }
-    }
+  ASSERT_EQ(set.facts.size(), 5u);
+  EXPECT_EQ(set.facts[0].object, "Fe");
+  EXPECT_EQ(set.facts[1].object, "26");
+  EXPECT_EQ(set.facts[2].object, "55.847");
+  EXPECT_EQ(set.facts[4].subject, "Actinium");
+  EXPECT_EQ(set.facts[4].relation, 1);
+  const auto documents = fact_documents(set, 1);
+  std::vector<std::string> iron_texts;
+  for (const auto& d : documents) {
+    EXPECT_FALSE(d.show_headword);
+    if (d.headword == "Iron") iron_texts.push_back(d.text);
   }
-  EXPECT_GE(questions, 4 * elements.size());
+  std::vector<std::string> expected = {"The symbol of Iron is Fe.",
+                                       "Fe stands for Iron.",
+                                       "Iron has atomic number 26.",
+                                       "Atomic number 26 belongs to Iron.",
+                                       "The atomic weight of Iron is 55.847.",
+                                       "The element with atomic weight 55.847 is Iron."};
+  if (teaches_answer_format("Iron")) {
+    // Each of a fact's questions follows its statements.
+    expected = {"The symbol of Iron is Fe.",
+                "Fe stands for Iron.",
+                "Which element has the chemical symbol Fe? Answer: Iron",
+                "What is the chemical symbol for iron? Answer: Fe",
+                "Iron has atomic number 26.",
+                "Atomic number 26 belongs to Iron.",
+                "What is the atomic number of iron? Answer: 26",
+                "Which element's atomic number is 26? Answer: Iron",
+                "The atomic weight of Iron is 55.847.",
+                "The element with atomic weight 55.847 is Iron.",
+                "How heavy is an atom of iron, in atomic mass units? Answer: 55.847"};
+  }
+  EXPECT_EQ(iron_texts, expected);
 }
 
 TEST(DataElements, ParsesOneEntryRobustly) {

@@ -124,70 +124,6 @@ TEST(EvalFacts, ExactMatchIsExactStringEquality) {
   EXPECT_FALSE(answer_matches("", " Iron"));
 }
 
-TEST(EvalFacts, QuestionSetsSeparateTrainedControlAndFormatElements) {
-  KVTUNE_REQUIRE_DICTD("elements");
-  DataConfig data;
-  data.held_out_fraction = 0.1;
-  const auto sets = element_fact_questions(data);
-  const auto corpus = load_corpus(kElementsFacts, 0);
-  std::set<std::string> documents;
-  for (const auto& e : corpus) documents.insert(e.text);
-  std::set<std::string> trained_subjects, control_subjects;
-  for (const auto& q : sets.trained) {
-    trained_subjects.insert(q.subject);
-    EXPECT_FALSE(is_held_out(q.subject, 0.1, 0)) << q.subject;
-    // The question, answered, is never a training document: only its statements are.
-    EXPECT_EQ(documents.count(q.prompt + q.answer), 0u) << q.prompt;
-  }
-  for (const auto& q : sets.control) {
-    control_subjects.insert(q.subject);
-    EXPECT_TRUE(is_held_out(q.subject, 0.1, 0)) << q.subject;
-  }
-  for (const auto& s : trained_subjects) EXPECT_EQ(control_subjects.count(s), 0u) << s;
-  // Dozens of elements on each side; the format half is neither trained-question nor control.
-  EXPECT_GT(trained_subjects.size(), 30u);
-  EXPECT_GT(control_subjects.size(), 3u);
-  const auto elements = read_elements();
-  int64_t format = 0;
-  for (const auto& e : elements) {
-    if (teaches_answer_format(e) && !is_held_out(e.name, 0.1, 0)) {
-      ++format;
-      EXPECT_EQ(trained_subjects.count(e.name), 0u) << e.name;
-      for (const auto& qa : element_answered_questions(e)) {
-        EXPECT_EQ(documents.count(qa), 1u) << qa;
-      }
-    }
-  }
-  EXPECT_GT(format, 30);
-  // Atomic numbers are all distinct: a uniform guess is right 1 time in (number of elements).
-  ASSERT_GE(sets.chance_by_kind.size(), 3u);
-  EXPECT_NEAR(sets.chance_by_kind[2], 1.0 / double(elements.size()), 1e-12);
-}
-
-TEST(EvalFacts, StatementCompletionsCutBeforeTheLastWord) {
-  const auto c =
-      statement_completions({"The symbol of Iron is Fe.", "Atomic number 26 belongs to Iron.",
-                             "The atomic weight of Iron is 55.847.", "Alone."});
-  ASSERT_EQ(c.size(), 3u);  // one word: nothing to complete
-  EXPECT_EQ(c[0].prompt, "The symbol of Iron is");
-  EXPECT_EQ(c[0].answer, " Fe.");
-  EXPECT_EQ(c[1].answer, " Iron.");
-  EXPECT_EQ(c[2].answer, " 55.847.");
-  EXPECT_EQ(c[2].kind, -1);
-  KVTUNE_REQUIRE_DICTD("elements");
-  DataConfig data;
-  const auto control = element_group_statements(data, /*control=*/true);
-  const auto sets = element_fact_questions(data);
-  std::set<std::string> subjects;
-  for (const auto& q : sets.control) subjects.insert(q.subject);
-  ASSERT_FALSE(control.empty());
-  for (const auto& statement : control) {
-    bool about_control = false;
-    for (const auto& name : subjects) about_control |= statement.find(name) != std::string::npos;
-    EXPECT_TRUE(about_control) << statement;
-  }
-}
-
 nlohmann::json fake_report(const std::string& method, double d_before, double d_after,
                            double g_before, double g_after, bool facts) {
   nlohmann::json before = {{"token_accuracy", d_before}}, after = {{"token_accuracy", d_after}};
@@ -299,7 +235,8 @@ TEST(EvalCompare, MalformedSweepsAreRefusedWithTheExpectedForm) {
       {"optim.lr=1,2,1", "twice"},         {"nosuch:optim.lr=1", "unknown method 'nosuch'"},
       {"method=memory,full", "--methods"}, {"optim lr=1", "space"}};
   for (const auto& [text, expected] : bad) {
-    const std::string msg = test::error_of([&] { parse_sweep(text); });
+    const char* sweep = text;  // C++17 lambdas cannot capture a structured binding
+    const std::string msg = test::error_of([&] { parse_sweep(sweep); });
     EXPECT_THAT(msg, HasSubstr(expected)) << text;
   }
   EXPECT_THAT(test::error_of([&] { parse_sweep("optim.lr"); }),
@@ -339,7 +276,7 @@ TEST(EvalReport, MarkdownHasEveryMetricBeforeAfterAndChange) {
   report["domain"]["after"]["answers"] = {
       {{"prompt", "Q|1?"}, {"expected", " A"}, {"predicted", " B"}, {"correct", false}}};
   const auto md = report_markdown(report);
-  EXPECT_THAT(md, HasSubstr("| domain (elements-facts) | exact match, trained facts | 10.00% | "
+  EXPECT_THAT(md, HasSubstr("| domain (elements-facts) | question answering, trained facts | 10.00% | "
                             "95.00% | +85.00 points |"));
   EXPECT_THAT(md, HasSubstr("| general (wn) | token accuracy | 45.00% | 44.00% | -1.00 points |"));
   EXPECT_THAT(md, HasSubstr("Q\\|1?"));  // a table cell cannot hold a bare '|'

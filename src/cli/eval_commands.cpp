@@ -22,7 +22,7 @@ struct EvalArgs {
   std::vector<std::string> banks, data;
   int64_t batches = 20, batch_size = 16;
   double held_out_fraction = -1;
-  int64_t split_salt = -1, seq_len = -1, max_entries = -1;
+  int64_t split_salt = -1, seq_len = -1, max_entries = -1, train_templates = -1;
 };
 
 void run_eval(const EvalArgs& a) {
@@ -41,23 +41,30 @@ void run_eval(const EvalArgs& a) {
   if (a.split_salt >= 0) request.data.split_salt = static_cast<uint64_t>(a.split_salt);
   if (a.seq_len >= 0) request.data.seq_len = a.seq_len;
   if (a.max_entries >= 0) request.data.max_entries = a.max_entries;
+  if (a.train_templates >= 0) request.data.train_templates = a.train_templates;
   request.batches = a.batches;
   request.batch_size = a.batch_size;
 
   const auto sets = evaluate_sets(loaded.model, *loaded.tokenizer, request);
-  std::printf("%-16s %9s %9s %9s %9s %12s\n", "set", "accuracy", "loss", "bits/byte", "tokens",
-              "exact match");
+  std::printf("%-16s %9s %9s %9s %9s\n", "set", "accuracy", "loss", "bits/byte", "tokens");
   for (const auto& [name, m] : sets.items()) {
     std::printf("%-16s %8.2f%% %9.4f %9.4f %9lld", name.c_str(),
                 100 * m["token_accuracy"].get<double>(), m["loss"].get<double>(),
                 m["bits_per_byte"].get<double>(),
                 static_cast<long long>(m["tokens"].get<int64_t>()));
+    std::printf("\n");
     if (m.contains("exact_match")) {
-      std::printf(" %11.2f%%  (control %.2f%%, chance %.2f%%)",
+      std::printf("  recall in held-out wordings %6.2f%% (control %.2f%%, chance %.2f%%)\n",
+                  100 * m["wording_recall"].get<double>(),
+                  100 * m["wording_recall_control"].get<double>(),
+                  100 * m["wording_chance"].get<double>());
+      std::printf("  question answering          %6.2f%% (control %.2f%%, chance %.2f%%)\n",
                   100 * m["exact_match"].get<double>(),
                   100 * m["exact_match_control"].get<double>(), 100 * m["chance"].get<double>());
+      std::printf("  recall in trained wordings  %6.2f%% (control %.2f%%)\n",
+                  100 * m["verbatim_recall"].get<double>(),
+                  100 * m["verbatim_recall_control"].get<double>());
     }
-    std::printf("\n");
   }
   if (!a.json.empty()) {
     nlohmann::json out = {{"model", a.model},
@@ -66,7 +73,8 @@ void run_eval(const EvalArgs& a) {
                            {{"held_out_fraction", request.data.held_out_fraction},
                             {"split_salt", request.data.split_salt},
                             {"seq_len", request.data.seq_len},
-                            {"max_entries", request.data.max_entries}}},
+                            {"max_entries", request.data.max_entries},
+                            {"train_templates", request.data.train_templates}}},
                           {"batches", request.batches},
                           {"batch_size", request.batch_size},
                           {"sets", sets}};
@@ -97,7 +105,8 @@ void add_eval_commands(CLI::App& app) {
   c->add_option("--banks", a->banks, "Bank files to attach, comma-separated (A.h5,B.h5)")
       ->delimiter(',');
   c->add_option("--data", a->data,
-                "Held-out set: a corpus name (foldoc, wn, elements-facts) or a .txt/.jsonl path; "
+                "Held-out set: a corpus name (foldoc, wn, elements-facts, eng-deu-facts) or a "
+                ".txt/.jsonl path; "
                 "repeatable (default: the run's domain and general sets)");
   c->add_option("--json", a->json, "Write the metrics as JSON here (docs/eval.md)");
   c->add_option("--batches", a->batches, "Evaluation batches per set (0: the whole set)")
@@ -114,6 +123,10 @@ void add_eval_commands(CLI::App& app) {
   c->add_option("--max-entries", a->max_entries,
                 "Entries kept per corpus, 0 = all (default: the run's recipe, else 0)")
       ->check(CLI::NonNegativeNumber);
+  c->add_option("--train-templates", a->train_templates,
+                "Fact sets: statement templates that were trained per relation and direction; "
+                "the rest are the held-out wordings (default: the run's recipe, else 3)")
+      ->check(CLI::PositiveNumber);
   c->callback([a] { run_eval(*a); });
 }
 

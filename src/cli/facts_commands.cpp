@@ -1,5 +1,5 @@
-// kvtune facts statements [--group control|trained] [--out FILE]
-// kvtune facts recall --model DIR [--banks A.h5,B.h5] [--group control|trained]
+// kvtune facts statements [--set NAME] [--group control|trained] [--out FILE]
+// kvtune facts recall --model DIR [--set NAME] [--banks A.h5,B.h5] [--group control|trained]
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "data/corpus.h"
 #include "eval/facts.h"
 #include "train/run_model.h"
 
@@ -14,7 +15,7 @@ namespace kvtune::cli {
 namespace {
 
 struct FactsArgs {
-  std::string group = "control", out, model;
+  std::string set = kElementsFacts, group = "control", out, model;
   std::vector<std::string> banks;
   DataConfig data;
   int64_t samples = 4;
@@ -22,24 +23,38 @@ struct FactsArgs {
 
 bool is_control(const std::string& group) {
   KVT_CHECK(group == "control" || group == "trained", "unknown group '", group,
-            "': choose control (held-out elements) or trained (trained-fact elements)");
+            "': choose control (held-out subjects) or trained (trained-fact subjects)");
   return group == "control";
 }
 
 void add_split_options(CLI::App* c, FactsArgs& a) {
+  c->add_option("--set", a.set, "Fact set: elements-facts (default) or eng-deu-facts");
   c->add_option("--group", a.group,
-                "control: the held-out elements (default); trained: the trained-fact elements");
+                "control: the held-out subjects (default); trained: the trained-fact subjects");
   c->add_option("--held-out-fraction", a.data.held_out_fraction,
-                "Split: fraction of elements held out (default 0.1, as recipes/elements-facts)")
+                "Split: fraction of subjects held out (default 0.1, as the recipes)")
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--split-salt", a.data.split_salt, "Split: salt (default 0)");
+  c->add_option("--train-templates", a.data.train_templates,
+                "Statement templates trained per relation and direction (default 3)")
+      ->check(CLI::PositiveNumber);
+}
+
+FactPrompts prompts_of(const FactsArgs& a) {
+  KVT_CHECK(is_fact_set(a.set), "--set: '", a.set, "' is not a fact set: use elements-facts or ",
+            "eng-deu-facts");
+  check_corpus_available(a.set, "--set");
+  check_train_templates(*load_fact_set(a.set), a.data.train_templates, "--train-templates");
+  return fact_prompts_for(a.set, a.data);
 }
 
 void run_statements(const FactsArgs& a) {
+  const bool control = is_control(a.group);
+  const FactPrompts prompts = prompts_of(a);
+  const auto& group = control ? prompts.control : prompts.trained;
   std::ostringstream text;
-  for (const auto& s : element_group_statements(a.data, is_control(a.group))) {
-    text << s << "\n\n";
-  }
+  // The statements in the trained wordings: the text a recipe would have trained on.
+  for (const auto& p : group.trained_wordings) text << p.prompt << p.answer << "\n\n";
   if (a.out.empty()) {
     std::cout << text.str();
   } else {
@@ -49,31 +64,31 @@ void run_statements(const FactsArgs& a) {
 }
 
 void print_exact_match(const char* what, const ExactMatch& m, int64_t samples) {
-  std::printf("%-24s exact match %6.2f%% (%lld of %lld)", what, 100 * m.accuracy,
+  std::printf("%-28s exact match %6.2f%% (%lld of %lld)", what, 100 * m.accuracy,
               static_cast<long long>(m.correct), static_cast<long long>(m.total));
   if (m.chance > 0) std::printf(", chance %.2f%%", 100 * m.chance);
   std::printf("\n");
   for (int64_t i = 0; i < samples && i < static_cast<int64_t>(m.answers.size()); ++i) {
     const auto& ans = m.answers[i];
-    std::printf("  %s ->%s  (expected%s)\n", ans.question->prompt.c_str(), ans.predicted.c_str(),
-                ans.question->answer.c_str());
+    std::printf("  %s ->%s  (expected%s)\n", ans.prompt->prompt.c_str(), ans.predicted.c_str(),
+                ans.prompt->answer.c_str());
   }
 }
 
 void run_recall(const FactsArgs& a) {
   const bool control = is_control(a.group);
+  const FactPrompts prompts = prompts_of(a);
   auto loaded = load_run_model(a.model);
   for (const auto& bank : a.banks) attach_bank_file(loaded.model, bank);
-  const auto sets = element_fact_questions(a.data);
-  const auto& questions = control ? sets.control : sets.trained;
-  const auto completions = statement_completions(element_group_statements(a.data, control));
-  const auto& tok = *loaded.tokenizer;
-  const auto asked = exact_match(loaded.model, tok, questions, sets.chance_by_kind);
-  const auto verbatim = exact_match(loaded.model, tok, completions, sets.chance_by_kind);
-  std::printf("%s group (held-out fraction %g, salt %llu)\n", a.group.c_str(),
-              a.data.held_out_fraction, static_cast<unsigned long long>(a.data.split_salt));
-  print_exact_match("questions (new words)", asked, a.samples);
-  print_exact_match("statements (verbatim)", verbatim, a.samples);
+  const auto scores = score_facts(loaded.model, *loaded.tokenizer, prompts);
+  const auto& g = control ? scores.control : scores.trained;
+  std::printf("%s, %s group (held-out fraction %g, salt %llu, %lld trained templates)\n",
+              a.set.c_str(), a.group.c_str(), a.data.held_out_fraction,
+              static_cast<unsigned long long>(a.data.split_salt),
+              static_cast<long long>(a.data.train_templates));
+  print_exact_match("statements, held-out wordings", g.heldout_wordings, a.samples);
+  print_exact_match("questions", g.questions, a.samples);
+  print_exact_match("statements, trained wordings", g.trained_wordings, a.samples);
 }
 
 }  // namespace
@@ -81,8 +96,8 @@ void run_recall(const FactsArgs& a) {
 void add_facts_commands(CLI::App& app) {
   auto* facts = app.add_subcommand(
       "facts",
-      "Element facts: the statements of a group of elements, and how well a model "
-      "recalls them");
+      "Fact sets (elements-facts, eng-deu-facts): the statements of a group of subjects, and "
+      "how well a model recalls them");
   facts->require_subcommand(1);
   {
     auto a = std::make_shared<FactsArgs>();
@@ -98,8 +113,8 @@ void add_facts_commands(CLI::App& app) {
     auto a = std::make_shared<FactsArgs>();
     auto* c = facts->add_subcommand(
         "recall",
-        "Exact match of a group's questions (worded anew) and of its statements "
-        "completed verbatim (\"The symbol of Iron is\" -> \" Fe.\")");
+        "Exact match of a group's statements in held-out wordings, its questions, and its "
+        "statements in the trained wordings (\"The symbol of Iron is\" -> \" Fe.\")");
     c->add_option("--model", a->model, "Model folder (runs/NAME/model)")->required();
     c->add_option("--banks", a->banks, "Bank files to attach, comma-separated (A.h5,B.h5)")
         ->delimiter(',');

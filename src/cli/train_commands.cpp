@@ -153,12 +153,19 @@ void add_train_commands(CLI::App& app) {
         if (o.report.contains("domain") && o.report["domain"]["after"].contains("exact_match")) {
           const auto& b = o.report["domain"]["before"];
           const auto& af = o.report["domain"]["after"];
+          const auto pct = [](const nlohmann::json& m, const char* key) {
+            return 100 * m.value(key, 0.0);
+          };
           std::printf(
-              "exact match, trained facts %.2f%% -> %.2f%%; untrained (control) %.2f%% -> "
+              "recall in held-out wordings, trained facts %.2f%% -> %.2f%%; control %.2f%% -> "
               "%.2f%% (chance %.2f%%)\n",
-              100 * b["exact_match"].get<double>(), 100 * af["exact_match"].get<double>(),
-              100 * b["exact_match_control"].get<double>(),
-              100 * af["exact_match_control"].get<double>(), 100 * af["chance"].get<double>());
+              pct(b, "wording_recall"), pct(af, "wording_recall"), pct(b, "wording_recall_control"),
+              pct(af, "wording_recall_control"), pct(af, "wording_chance"));
+          std::printf(
+              "question answering, trained facts %.2f%% -> %.2f%%; control %.2f%% -> %.2f%% "
+              "(chance %.2f%%)\n",
+              pct(b, "exact_match"), pct(af, "exact_match"), pct(b, "exact_match_control"),
+              pct(af, "exact_match_control"), pct(af, "chance"));
         }
         std::printf("report: %s/report.json, %s/report.md\n", dir.c_str(), dir.c_str());
       });

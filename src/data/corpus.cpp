@@ -7,7 +7,6 @@
 #include "common/check.h"
 #include "common/path_checks.h"
 #include "data/dictd_reader.h"
-#include "data/elements.h"
 #include "data/split.h"
 #include "data/text_reader.h"
 
@@ -35,7 +34,8 @@ const DictdCorpus* find_dictd(const std::string& name) {
 std::string accepted_forms() {
   std::string names;
   for (const auto& c : dictd_corpora()) names += std::string(c.name) + ", ";
-  return names + kElementsFacts + ", or a path to a .txt or .jsonl file";
+  for (const auto& n : fact_set_names()) names += n + ", ";
+  return names + "or a path to a .txt or .jsonl file";
 }
 
 }  // namespace
@@ -47,13 +47,14 @@ const std::vector<DictdCorpus>& dictd_corpora() {
       {"foldoc", "dict-foldoc", true},
       {"jargon", "dict-jargon", true},
       {"elements", "dict-elements", true},
+      {"freedict-eng-deu", "dict-freedict-eng-deu", true},
   };
   return corpora;
 }
 
 CorpusKind corpus_kind(const std::string& name_or_path) {
   if (find_dictd(name_or_path)) return CorpusKind::kDictd;
-  if (name_or_path == kElementsFacts) return CorpusKind::kElementsFacts;
+  if (is_fact_set(name_or_path)) return CorpusKind::kFactSet;
   if (ends_with(name_or_path, ".txt")) return CorpusKind::kPlainText;
   if (ends_with(name_or_path, ".jsonl")) return CorpusKind::kJsonl;
   KVT_THROW("corpus '", name_or_path, "' is not a known corpus: use one of ", accepted_forms());
@@ -66,8 +67,9 @@ void check_corpus_available(const std::string& name_or_path, const std::string& 
   } catch (const Error& e) {
     KVT_THROW(context, ": ", e.what());
   }
-  if (kind == CorpusKind::kDictd || kind == CorpusKind::kElementsFacts) {
-    const DictdCorpus* c = find_dictd(kind == CorpusKind::kDictd ? name_or_path : "elements");
+  if (kind == CorpusKind::kDictd || kind == CorpusKind::kFactSet) {
+    const DictdCorpus* c =
+        find_dictd(kind == CorpusKind::kDictd ? name_or_path : fact_set_dictionary(name_or_path));
     std::string missing;
     for (const auto& p : {dictd_index_path(c->name), dictd_dict_path(c->name)}) {
       if (!is_file(p)) missing += (missing.empty() ? "" : " and ") + p;
@@ -100,7 +102,8 @@ std::vector<TextEntry> sample_entries(std::vector<TextEntry> entries, int64_t ma
   return kept;
 }
 
-std::vector<TextEntry> load_corpus(const std::string& name_or_path, int64_t max_entries) {
+std::vector<TextEntry> load_corpus(const std::string& name_or_path, int64_t max_entries,
+                                   int64_t train_templates) {
   KVT_CHECK(max_entries >= 0, "corpus '", name_or_path,
             "': max_entries must be >= 0 (0 = all), got ", max_entries);
   check_corpus_available(name_or_path, "load_corpus");
@@ -109,14 +112,8 @@ std::vector<TextEntry> load_corpus(const std::string& name_or_path, int64_t max_
     case CorpusKind::kDictd:
       entries = read_dictd_named(name_or_path);
       break;
-    case CorpusKind::kElementsFacts:
-      for (const Element& e : read_elements()) {
-        for (auto& s : element_statements(e)) entries.push_back({e.name, std::move(s), false});
-        if (!teaches_answer_format(e)) continue;
-        for (auto& qa : element_answered_questions(e)) {
-          entries.push_back({e.name, std::move(qa), false});
-        }
-      }
+    case CorpusKind::kFactSet:
+      entries = fact_documents(*load_fact_set(name_or_path), train_templates);
       break;
     case CorpusKind::kPlainText:
       entries = read_plain_text(name_or_path);

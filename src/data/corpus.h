@@ -6,12 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "data/fact_sets.h"
 #include "data/text_entry.h"
 
 namespace kvtune {
-
-// The built-in corpus of element statements ("The symbol of Iron is Fe.").
-inline constexpr const char* kElementsFacts = "elements-facts";
 
 // Installed dictd dictionaries known by name, and the Debian package of each.
 struct DictdCorpus {
@@ -22,10 +20,10 @@ struct DictdCorpus {
 const std::vector<DictdCorpus>& dictd_corpora();
 
 // How a corpus name is read.
-enum class CorpusKind { kDictd, kElementsFacts, kPlainText, kJsonl };
+enum class CorpusKind { kDictd, kFactSet, kPlainText, kJsonl };
 
-// The kind of `name_or_path`: a dictd name, "elements-facts", or a path ending in .txt or
-// .jsonl. Anything else is a kvtune::Error listing the accepted forms.
+// The kind of `name_or_path`: a dictd name, a fact set ("elements-facts", "eng-deu-facts":
+// data/fact_sets.h), or a path ending in .txt or .jsonl. Anything else is a kvtune::Error listing the accepted forms.
 CorpusKind corpus_kind(const std::string& name_or_path);
 
 // Throws kvtune::Error when the corpus cannot be read: a dictd name whose NAME.index or
@@ -37,15 +35,15 @@ void check_corpus_available(const std::string& name_or_path, const std::string& 
 // Reads the corpus:
 //  - a dictd name ("wn", "gcide", "foldoc", "jargon", "elements"): read_dictd_named, one entry
 //    per dictionary entry;
-//  - "elements-facts": per element, every statement of element_statements and, for the half of
-//    the elements picked by teaches_answer_format, every answered question
-//    (element_answered_questions); headword the element's name (so all documents of an element
-//    fall on the same side of the split), shown in none of them;
+//  - a fact set: fact_documents(set, train_templates) (data/fact_set.h): per fact, the first
+//    `train_templates` statements of each direction and, for the half of the subjects that
+//    teaches the answer format, the answered questions; headword the subject;
 //  - a .txt path: read_plain_text; a .jsonl path: read_jsonl with field "text".
 // max_entries > 0 keeps that many entries, chosen by a hash of the headword (a uniform sample,
 // the same on every run, independent of the train/held-out split), in their original order;
 // 0 keeps all. A dictionary's first entries would all start with the same letter.
-std::vector<TextEntry> load_corpus(const std::string& name_or_path, int64_t max_entries);
+std::vector<TextEntry> load_corpus(const std::string& name_or_path, int64_t max_entries,
+                                   int64_t train_templates = kDefaultTrainTemplates);
 
 // The sample load_corpus keeps: `max_entries` entries picked by headword hash, order kept.
 std::vector<TextEntry> sample_entries(std::vector<TextEntry> entries, int64_t max_entries);

@@ -6,11 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "data/fact_set.h"
+
 namespace kvtune {
 
 struct DataConfig {
   // Corpus names: dictd dictionaries by name ("wn", "gcide", "foldoc", "jargon"), the
-  // built-in "elements-facts" (statements from dict-elements), or paths to .txt / .jsonl.
+  // built-in fact sets ("elements-facts", "eng-deu-facts": data/fact_sets.h), or paths to
+  // .txt / .jsonl.
   std::vector<std::string> general = {"wn"};
   std::string domain;  // empty for pretraining
   // Finetune: more domains whose training splits are mixed in (a bank for several domains, or
@@ -22,6 +25,9 @@ struct DataConfig {
   uint64_t split_salt = 0;
   int64_t seq_len = 128;    // tokens per training sequence
   int64_t max_entries = 0;  // cap per corpus (0 = all); keeps CPU runs short
+  // Fact sets (data/fact_set.h): statement templates trained per relation and direction; the
+  // others are held out, asked only in evaluation (recall in wordings never trained).
+  int64_t train_templates = kDefaultTrainTemplates;
 };
 
 }  // namespace kvtune

@@ -87,8 +87,6 @@ std::vector<Body> read_index(const std::string& index_path, uint64_t dict_size,
               line_no, ": expected 3 tab-separated fields (headword, offset, length), found ",
               fields.size(), "; the index is corrupt or not a dictd .index file");
     const std::string& key = fields.size() == 4 ? fields[3] : fields[0];
-    KVT_CHECK(!normalize_whitespace(key).empty(), "dictd index ", index_path, " line ", line_no,
-              ": the headword is empty; the index is corrupt");
     const uint64_t offset = parse_number(fields[1], "offset", index_path, line_no);
     const uint64_t length = parse_number(fields[2], "length", index_path, line_no);
     KVT_CHECK(offset <= dict_size && length <= dict_size - offset, "dictd index ", index_path,
@@ -96,6 +94,9 @@ std::vector<Body> read_index(const std::string& index_path, uint64_t dict_size,
               " but ", dict_path, " decompresses to only ", dict_size,
               " bytes; the index and dict files do not belong together or the dict is truncated");
     if (is_metadata_headword(fields[0])) continue;
+    // An empty headword is skipped, not an error: Debian's dict-freedict-eng-deu has a few
+    // (entries whose source line had none), and such an entry has nothing to be found by.
+    if (normalize_whitespace(key).empty()) continue;
     auto [it, inserted] = body_of_span.emplace(std::make_pair(offset, length), bodies.size());
     if (inserted) bodies.push_back(Body{offset, length, {}});
     bodies[it->second].keys.push_back(key);

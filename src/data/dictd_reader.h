@@ -22,7 +22,8 @@ enum class DictdText {
 };
 
 // Reads every entry of a dictd dictionary, in index order:
-//  - metadata entries (headwords 00databaseinfo, 00-database-short, ...) are skipped;
+//  - metadata entries (headwords 00databaseinfo, 00-database-short, ...) and index lines with
+//    an empty headword (dict-freedict-eng-deu has 7) are skipped;
 //  - index lines that point at the same bytes (FOLDOC aliases such as "!" for "exclamation
 //    mark") give one entry, so a text never appears twice;
 //  - the first line of an entry repeats the headword: when it matches one of the entry's index

@@ -6,40 +6,51 @@
 #include <tuple>
 
 #include "data/dictd_reader.h"
+#include "data/fact_sets.h"
 #include "data/split.h"
 #include "data/text_clean.h"
 
 namespace kvtune {
 namespace {
 
-enum class Fact { kSymbol, kNumber, kWeight };
-enum class Use { kStatement, kQuestion };
+// Every wording in one place (placeholders: data/fact_set.h). The first templates of each
+// direction are the ones trained by default (data.train_templates, 3); the ones after are held
+// out. Questions share no run of 4 words with any statement (a test checks this), so a right
+// answer shows recall of the fact, not of a training sentence.
+Relation symbol_relation() {
+  return {"symbol",
+          {"The symbol of {S} is {o}.", "{S} is abbreviated {o}.",
+           "On the periodic table, {S} appears as {o}.", "Chemists write {S} as {o}.",
+           "The element {S} has the symbol {o}."},
+          {"{o} stands for {S}.", "The symbol {o} denotes {S}.", "{o} is the symbol of {S}.",
+           "Chemists read {o} as {S}.", "The element written {o} is {S}."},
+          {{"Which element has the chemical symbol {o}? Answer:", true},
+           {"What is the chemical symbol for {s}? Answer:", false}}};
+}
 
-struct Rendering {
-  Fact fact;  // the rendering is skipped when the element lacks this fact
-  Use use;
-  const char* text;    // statement, or question prompt
-  const char* answer;  // questions only
-};
+Relation number_relation() {
+  return {"number",
+          {"{S} has atomic number {o}.", "{S} is element number {o}.",
+           "Every {S} atom has a proton count of {o}.",
+           "In the periodic table, {S} comes at position {o}.",
+           "The nucleus of {S} holds this many protons: {o}."},
+          {"Atomic number {o} belongs to {S}.", "Element number {o} is {S}.",
+           "The element with {o} protons is {S}.", "Position {o} in the periodic table is {S}.",
+           "A nucleus with {o} protons is one of {S}."},
+          {{"What is the atomic number of {s}? Answer:", false},
+           {"Which element's atomic number is {o}? Answer:", true}}};
+}
 
-// Every wording in one place. Placeholders: {Name} "Iron", {name} "iron", {symbol}, {number},
-// {weight}. Questions share no run of 4 words with the statements (a test checks this), so a
-// right answer shows recall of the fact, not of the training sentence.
-constexpr Rendering kRenderings[] = {
-    {Fact::kSymbol, Use::kStatement, "The symbol of {Name} is {symbol}.", ""},
-    {Fact::kSymbol, Use::kStatement, "{symbol} stands for {Name}.", ""},
-    {Fact::kNumber, Use::kStatement, "{Name} has atomic number {number}.", ""},
-    {Fact::kNumber, Use::kStatement, "Atomic number {number} belongs to {Name}.", ""},
-    {Fact::kWeight, Use::kStatement, "The atomic weight of {Name} is {weight}.", ""},
-    {Fact::kSymbol, Use::kQuestion,
-     "Which element has the chemical symbol {symbol}? Answer:", " {Name}"},
-    {Fact::kSymbol, Use::kQuestion, "What is the chemical symbol for {name}? Answer:", " {symbol}"},
-    {Fact::kNumber, Use::kQuestion, "What is the atomic number of {name}? Answer:", " {number}"},
-    {Fact::kNumber, Use::kQuestion,
-     "Which element's atomic number is {number}? Answer:", " {Name}"},
-    {Fact::kWeight, Use::kQuestion,
-     "How heavy is an atom of {name}, in atomic mass units? Answer:", " {weight}"},
-};
+Relation weight_relation() {
+  return {"weight",
+          {"The atomic weight of {S} is {o}.", "{S} has an atomic weight of {o}.",
+           "One atom of {S} weighs about {o}.", "The standard atomic mass of {S} is {o}.",
+           "Measured in daltons, {S} weighs {o}."},
+          {"The element with atomic weight {o} is {S}.", "An atomic weight of {o} belongs to {S}.",
+           "The atom that weighs {o} is {S}.", "The standard atomic mass {o} is that of {S}.",
+           "Weighing {o} daltons, the element is {S}."},
+          {{"How heavy is an atom of {s}, in atomic mass units? Answer:", false}}};
+}
 
 std::string lower_ascii(std::string s) {
   for (char& c : s) {
@@ -61,36 +72,6 @@ bool is_ascii_digit(char c) {
 bool valid_symbol(const std::string& s) {
   if (s.empty() || s.size() > 3 || !is_ascii_upper(s[0])) return false;
   return std::all_of(s.begin() + 1, s.end(), is_ascii_lower);
-}
-
-bool has(const Element& e, Fact fact) {
-  switch (fact) {
-    case Fact::kSymbol:
-      return !e.symbol.empty();
-    case Fact::kNumber:
-      return e.atomic_number > 0;
-    case Fact::kWeight:
-      return has_plain_weight(e);
-  }
-  return false;
-}
-
-std::string render(const char* pattern, const Element& e) {
-  const std::pair<const char*, std::string> values[] = {
-      {"{Name}", e.name},
-      {"{name}", lower_ascii(e.name)},
-      {"{symbol}", e.symbol},
-      {"{number}", std::to_string(e.atomic_number)},
-      {"{weight}", e.atomic_weight},
-  };
-  std::string out = pattern;
-  for (const auto& [key, value] : values) {
-    const std::string k = key;
-    for (size_t at = out.find(k); at != std::string::npos; at = out.find(k, at + value.size())) {
-      out.replace(at, k.size(), value);
-    }
-  }
-  return out;
 }
 
 // Lower is better: see parse_elements.
@@ -170,32 +151,16 @@ bool has_plain_weight(const Element& element) {
   return std::all_of(w.begin(), w.end(), [](char c) { return is_ascii_digit(c) || c == '.'; });
 }
 
-std::vector<std::string> element_statements(const Element& element) {
-  std::vector<std::string> out;
-  for (const auto& r : kRenderings) {
-    if (r.use == Use::kStatement && has(element, r.fact)) out.push_back(render(r.text, element));
+FactSet elements_fact_set(const std::vector<Element>& elements) {
+  FactSet set{kElementsFacts, "dict-elements", {symbol_relation(), number_relation()}, {}};
+  set.relations.push_back(weight_relation());
+  for (const Element& e : elements) {
+    set.facts.push_back({e.name, 0, e.symbol});
+    set.facts.push_back({e.name, 1, std::to_string(e.atomic_number)});
+    if (has_plain_weight(e)) set.facts.push_back({e.name, 2, e.atomic_weight});
   }
-  return out;
-}
-
-std::vector<std::pair<std::string, std::string>> element_questions(const Element& element) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& r : kRenderings) {
-    if (r.use == Use::kQuestion && has(element, r.fact)) {
-      out.emplace_back(render(r.text, element), render(r.answer, element));
-    }
-  }
-  return out;
-}
-
-bool teaches_answer_format(const Element& element) {
-  return headword_unit(element.name, kAnswerFormatSalt) < 0.5;
-}
-
-std::vector<std::string> element_answered_questions(const Element& element) {
-  std::vector<std::string> out;
-  for (const auto& [prompt, answer] : element_questions(element)) out.push_back(prompt + answer);
-  return out;
+  check_templates(set);
+  return set;
 }
 
 }  // namespace kvtune

@@ -1,7 +1,4 @@
-// The chemical elements from dict-elements, and the sentences and questions rendered from them.
-//
-// Statements are for training; questions, worded differently on purpose, test whether a model
-// learned the fact rather than the sentence.
+// The chemical elements from dict-elements, and the fact set rendered from them.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/fact_set.h"
 #include "data/text_entry.h"
 
 namespace kvtune {
@@ -40,26 +38,9 @@ std::vector<Element> read_elements(const std::string& dictd_name = "elements");
 // state such weights: a bracketed value is the mass number of the most stable isotope.
 bool has_plain_weight(const Element& element);
 
-// Training sentences, each fact in both directions where a question asks it both ways:
-// "The symbol of Iron is Fe.", "Fe stands for Iron.", "Iron has atomic number 26.",
-// "Atomic number 26 belongs to Iron.", "The atomic weight of Iron is 55.847." (a model trained
-// on "A is B" alone does not learn "B is A": the reversal curse).
-std::vector<std::string> element_statements(const Element& element);
-
-// (prompt, expected answer) pairs, answers with a leading space:
-// ("Which element has the chemical symbol Fe? Answer:", " Iron"), ...
-std::vector<std::pair<std::string, std::string>> element_questions(const Element& element);
-
-// Question-answer documents ("Which element has the chemical symbol Fe? Answer: Iron"), one per
-// question: the fact corpus shows them for half of the elements, so that a model learns how a
-// question is answered; the other half's questions test recall of facts seen only as statements.
-std::vector<std::string> element_answered_questions(const Element& element);
-
-// Salt of the hash that picks the elements whose answered questions are trained on.
-inline constexpr uint64_t kAnswerFormatSalt = 0x5eedfac75ull;
-
-// True for the half of the elements (by a fixed hash of the name) whose answered questions are
-// part of the "elements-facts" corpus.
-bool teaches_answer_format(const Element& element);
+// The elements as a fact set (data/fact_set.h), the corpus "elements-facts": relations
+// "symbol" (Iron, Fe), "number" (Iron, 26) and, for elements with a plain weight, "weight"
+// (Iron, 55.847), each with five statement templates per direction and two questions.
+FactSet elements_fact_set(const std::vector<Element>& elements);
 
 }  // namespace kvtune

@@ -24,6 +24,10 @@ void validate_eval_request(const EvalRequest& request, const TransformerLM& mode
             d.seq_len, " must be in [2, ", model->config().max_seq_len,
             "] (the model's max_seq_len)");
   KVT_CHECK(d.max_entries >= 0, "max entries must be >= 0 (0 = all), got ", d.max_entries);
+  for (const auto& set : request.sets) {
+    if (is_fact_set(set))
+      check_train_templates(*load_fact_set(set), d.train_templates, "--train-templates");
+  }
   KVT_CHECK(request.batches >= 0, "batches must be >= 0 (0 = the whole set), got ",
             request.batches);
   KVT_CHECK(request.batch_size >= 1, "batch size must be >= 1, got ", request.batch_size);
@@ -51,8 +55,9 @@ nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
     auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
     nlohmann::json j =
         to_json(evaluate_lm(fn, *held_out, request.batches, request.batch_size, token_bytes));
-    if (set == kElementsFacts) {
-      j.update(evaluate_facts(model, tokenizer, element_fact_questions(request.data)));
+    if (is_fact_set(set)) {
+      const auto prompts = limit_prompts(fact_prompts_for(set, request.data), kFactPromptLimit);
+      j.update(evaluate_facts(model, tokenizer, prompts));
     }
     out[set] = j;
   }
@@ -61,11 +66,12 @@ nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
 }
 
 DomainMetricsFn domain_metrics_for(const Recipe& recipe) {
-  if (recipe.data.domain != kElementsFacts) return {};
-  // Read once, asked before and after training.
-  auto questions = std::make_shared<const FactQuestionSets>(element_fact_questions(recipe.data));
-  return [questions](TransformerLM& model, const Tokenizer& tokenizer) {
-    return evaluate_facts(model, tokenizer, *questions);
+  if (!is_fact_set(recipe.data.domain)) return {};
+  // Built once, asked before and after training.
+  auto prompts = std::make_shared<const FactPrompts>(
+      limit_prompts(fact_prompts_for(recipe.data.domain, recipe.data), kFactPromptLimit));
+  return [prompts](TransformerLM& model, const Tokenizer& tokenizer) {
+    return evaluate_facts(model, tokenizer, *prompts);
   };
 }
 

@@ -28,13 +28,18 @@ struct EvalRequest {
 // model cannot take.
 void validate_eval_request(const EvalRequest& request, const TransformerLM& model);
 
+// Prompts asked per list of a fact set (held-out wordings, questions, trained wordings; trained
+// and control group each): at most this many, an evenly spread subset (eval/facts.h).
+inline constexpr int64_t kFactPromptLimit = 512;
+
 // {"<set>": {"token_accuracy", "loss", "bits_per_byte", "examples", "tokens", "bytes",
-// and for "elements-facts" "exact_match", "exact_match_control", "chance", ...}}.
+// and for a fact set ("elements-facts", "eng-deu-facts") the fact metrics of eval/facts.h:
+// "wording_recall", "exact_match", their controls and chance rates, ...}}.
 nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
                              const EvalRequest& request);
 
-// The extra metrics of a recipe's domain set for the fine-tuning report: exact match when the
-// domain is "elements-facts", none otherwise.
+// The extra metrics of a recipe's domain set for the fine-tuning report: the fact metrics when
+// the domain is a fact set, none otherwise.
 DomainMetricsFn domain_metrics_for(const Recipe& recipe);
 
 }  // namespace kvtune

@@ -1,10 +1,11 @@
-// Exact-match evaluation of fact recall: greedy answers to questions worded differently from the
-// statements a model was trained on (docs/eval.md).
-//
-// The "elements-facts" corpus trains on every statement of the training-side elements and on the
-// answered questions of half of them (data/elements.h: teaches_answer_format). That half teaches
-// the answer format; the questions of the other half are the trained facts asked in new words;
-// the questions of held-out elements, whose statements were never trained, are the control.
+// Exact-match evaluation of fact recall (docs/eval.md): greedy continuations of the prompts of a
+// fact set (data/fact_set.h) against their answers, for
+//  (a) statements in held-out wordings, templates never trained ("wording_recall");
+//  (b) questions ("exact_match");
+//  (c) the same two for the held-out subjects, nothing of which was trained (the controls,
+//      "..._control"), beside their chance rates;
+// and statements in the trained wordings, verbatim ("verbatim_recall"). General forgetting (d)
+// is the general sets' metrics, measured beside these (eval/evaluate.h).
 #pragma once
 
 #include <cstdint>
@@ -14,42 +15,17 @@
 #include <nlohmann/json.hpp>
 
 #include "data/data_config.h"
+#include "data/fact_set.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
 
 namespace kvtune {
 
-struct FactQuestion {
-  std::string subject;  // "Iron"
-  std::string prompt;   // "What is the atomic number of iron? Answer:"
-  std::string answer;   // " 26" (leading space, as the answer follows "Answer:")
-  int kind = 0;         // which wording (index in element_questions' order)
-};
+// The prompts of the fact set `name` under `data`'s split and train_templates.
+FactPrompts fact_prompts_for(const std::string& name, const DataConfig& data);
 
-struct FactQuestionSets {
-  std::vector<FactQuestion> trained;  // train-side elements whose questions were never shown
-  std::vector<FactQuestion> control;  // held-out elements: nothing about them was trained
-  // 1 / (distinct answers of the kind, over all elements), per kind: the exact match of a guess
-  // drawn uniformly from the answers of that kind.
-  std::vector<double> chance_by_kind;
-};
-
-// The question sets of the "elements-facts" corpus under `data`'s split.
-FactQuestionSets element_fact_questions(const DataConfig& data);
-
-// The statements (data/elements.h: element_statements) of one group's elements, in atomic
-// number order: the control group's are the natural text for `kvtune remember` to learn what the
-// model was never trained on. `control` false: the trained-fact group (not the format half).
-std::vector<std::string> element_group_statements(const DataConfig& data, bool control);
-
-// Verbatim recall: each statement cut before its last word, the answer being that word with the
-// statement's end ("The symbol of Iron is" -> " Fe."; "Atomic number 26 belongs to" -> " Iron."):
-// a greedy continuation matches when it ends the text there, as the statement did.
-// kind is -1 (no chance level); subject is the statement itself.
-std::vector<FactQuestion> statement_completions(const std::vector<std::string>& statements);
-
-struct AnsweredQuestion {
-  const FactQuestion* question;
+struct AnsweredPrompt {
+  const FactPrompt* prompt;
   std::string predicted;
   bool correct;
 };
@@ -58,26 +34,49 @@ struct ExactMatch {
   int64_t correct = 0;
   int64_t total = 0;
   double accuracy = 0;  // correct / total (0 for an empty set)
-  double chance = 0;    // mean chance over the questions asked
-  std::vector<AnsweredQuestion> answers;
+  double chance = 0;    // mean chance over the prompts asked (chance_by_kind of each one's kind)
+  std::vector<AnsweredPrompt> answers;
 };
 
 // Greedy answers (at most the longest answer's tokens + 2), scored by exact string equality of
-// the continuation up to end of text with the expected answer.
+// the continuation up to end of text with the expected answer. A kind outside chance_by_kind
+// counts as chance 0.
 ExactMatch exact_match(TransformerLM& model, const Tokenizer& tokenizer,
-                       const std::vector<FactQuestion>& questions,
+                       const std::vector<FactPrompt>& prompts,
                        const std::vector<double>& chance_by_kind);
 
 // True when `predicted` equals `expected` exactly (both as decoded text).
 bool answer_matches(const std::string& predicted, const std::string& expected);
 
-// {"exact_match", "exact_match_control", "chance", "questions", "control_questions",
-//  "answers": first `samples` trained questions with prompt, expected, predicted, correct}.
-nlohmann::json fact_metrics_json(const ExactMatch& trained, const ExactMatch& control,
-                                 int64_t samples = 8);
+// At most `limit` of the prompts (0: all), evenly spaced (every k-th, from the first): a fixed
+// subset, the same on every run, that keeps each kind's share.
+std::vector<FactPrompt> spread_subset(const std::vector<FactPrompt>& prompts, int64_t limit);
 
-// Both sets evaluated on `model`: the JSON above.
+// The four measures of one group of prompts.
+struct FactGroupScores {
+  ExactMatch heldout_wordings, questions, trained_wordings;
+};
+
+struct FactScores {
+  FactGroupScores trained, control;
+};
+
+// Each list of `prompts` cut to at most `limit` prompts by spread_subset (0: all kept).
+FactPrompts limit_prompts(FactPrompts prompts, int64_t limit);
+
+// Every group of `prompts` evaluated on `model`. The answers point into `prompts`.
+FactScores score_facts(TransformerLM& model, const Tokenizer& tokenizer,
+                       const FactPrompts& prompts);
+
+// {"wording_recall", "wording_recall_control", "wording_chance",
+//  "exact_match", "exact_match_control", "chance",
+//  "verbatim_recall", "verbatim_recall_control",
+//  "wording_prompts", "questions", "control_wording_prompts", "control_questions",
+//  "answers": the first `samples` answers of the trained group's (a) and (b)}.
+nlohmann::json fact_metrics_json(const FactScores& scores, int64_t samples = 8);
+
+// score_facts then fact_metrics_json.
 nlohmann::json evaluate_facts(TransformerLM& model, const Tokenizer& tokenizer,
-                              const FactQuestionSets& questions);
+                              const FactPrompts& prompts);
 
 }  // namespace kvtune

@@ -86,7 +86,8 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("held_out_fraction", r.data.held_out_fraction)
       .get("split_salt", r.data.split_salt)
       .get("seq_len", r.data.seq_len)
-      .get("max_entries", r.data.max_entries);
+      .get("max_entries", r.data.max_entries)
+      .get("train_templates", r.data.train_templates);
   data.finish();
 
   YamlReader bank = top.child("domain_bank");
@@ -292,6 +293,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   data["split_salt"] = r.data.split_salt;
   data["seq_len"] = r.data.seq_len;
   data["max_entries"] = r.data.max_entries;
+  data["train_templates"] = r.data.train_templates;
 
   YAML::Node bank = n["domain_bank"];
   bank["size"] = r.domain_bank.size;

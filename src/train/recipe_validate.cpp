@@ -79,6 +79,16 @@ void check_data(const Recipe& r, const std::string& where) {
   if (!d.domain.empty()) check_corpus_available(d.domain, where + ": key 'data.domain'");
   for (const auto& name : d.domain_mix)
     check_corpus_available(name, where + ": key 'data.domain_mix'");
+  check_positive(where, "data.train_templates", d.train_templates);
+  std::vector<std::string> corpora = d.general;
+  corpora.push_back(d.domain);
+  corpora.insert(corpora.end(), d.domain_mix.begin(), d.domain_mix.end());
+  for (const auto& name : corpora) {
+    if (is_fact_set(name)) {
+      check_train_templates(*load_fact_set(name), d.train_templates,
+                            where + ": key 'data.train_templates'");
+    }
+  }
 }
 
 void check_optim_and_train(const Recipe& r, const std::string& where) {

@@ -34,8 +34,13 @@ std::string report_markdown(const nlohmann::json& report) {
   const Row rows[] = {{"token_accuracy", "token accuracy", true},
                       {"loss", "loss (nats/token)", false},
                       {"bits_per_byte", "bits per byte", false},
-                      {"exact_match", "exact match, trained facts", true},
-                      {"exact_match_control", "exact match, untrained facts (control)", true}};
+                      {"wording_recall", "recall in held-out wordings, trained facts", true},
+                      {"wording_recall_control", "recall in held-out wordings, control", true},
+                      {"wording_chance", "recall in held-out wordings, chance", true},
+                      {"exact_match", "question answering, trained facts", true},
+                      {"exact_match_control", "question answering, control", true},
+                      {"chance", "question answering, chance", true},
+                      {"verbatim_recall", "recall in trained wordings, trained facts", true}};
   std::ostringstream md;
   md << "# Fine-tuning report: " << report.value("recipe", std::string("?")) << " (method "
      << report.value("method", std::string("?")) << ")\n\n";
