@@ -199,6 +199,22 @@ TEST(EvalCompare, GainsAndForgettingInPointsWithTargetsChecked) {
   EXPECT_EQ(cf["domain_metric"], "exact_match");
   EXPECT_NEAR(cf["methods"]["memory"]["domain_gain"].get<double>(), 92.0, 1e-9);
   EXPECT_NEAR(cf["methods"]["memory"]["domain_token_accuracy_gain"].get<double>(), 20.0, 1e-9);
+  // A report with the held-out-wording recall (a): that is the headline, and the facts table
+  // shows (a), (b), their controls and both chance rates.
+  for (auto* when : {&facts[0].report["domain"]["before"], &facts[0].report["domain"]["after"]}) {
+    (*when)["wording_recall_control"] = 0.03;
+    (*when)["wording_chance"] = 0.004;
+    (*when)["verbatim_recall"] = 0.99;
+  }
+  facts[0].report["domain"]["before"]["wording_recall"] = 0.01;
+  facts[0].report["domain"]["after"]["wording_recall"] = 0.75;
+  const auto cw = compare_runs(facts);
+  EXPECT_EQ(cw["domain_metric"], "wording_recall");
+  EXPECT_NEAR(cw["methods"]["memory"]["domain_gain"].get<double>(), 74.0, 1e-9);
+  EXPECT_NEAR(cw["methods"]["memory"]["exact_match_after"].get<double>(), 0.92, 1e-15);
+  const auto mdw = compare_markdown(cw);
+  EXPECT_THAT(mdw, HasSubstr("| memory | 75.00 | 3.00 | 92.00 | 2.00 | 99.00 |"));
+  EXPECT_THAT(mdw, HasSubstr("Chance: (a) 0.40%, (b) 1.00%."));
   // Methods at their shipped settings on different budgets are not compared.
   runs[1].report["steps"] = 50;
   EXPECT_THAT(test::error_of([&] { compare_runs(runs); }), HasSubstr("one budget"));
@@ -276,8 +292,9 @@ TEST(EvalReport, MarkdownHasEveryMetricBeforeAfterAndChange) {
   report["domain"]["after"]["answers"] = {
       {{"prompt", "Q|1?"}, {"expected", " A"}, {"predicted", " B"}, {"correct", false}}};
   const auto md = report_markdown(report);
-  EXPECT_THAT(md, HasSubstr("| domain (elements-facts) | question answering, trained facts | 10.00% | "
-                            "95.00% | +85.00 points |"));
+  EXPECT_THAT(md,
+              HasSubstr("| domain (elements-facts) | question answering, trained facts | 10.00% | "
+                        "95.00% | +85.00 points |"));
   EXPECT_THAT(md, HasSubstr("| general (wn) | token accuracy | 45.00% | 44.00% | -1.00 points |"));
   EXPECT_THAT(md, HasSubstr("Q\\|1?"));  // a table cell cannot hold a bare '|'
 }

@@ -62,8 +62,18 @@ MethodRun read_method_run(const std::string& method, const std::string& dir,
 }
 
 std::string domain_metric(const nlohmann::json& report) {
-  return report.at("domain").at("after").contains("exact_match") ? "exact_match" : "token_accuracy";
+  const auto& after = report.at("domain").at("after");
+  if (after.contains("wording_recall")) return "wording_recall";
+  return after.contains("exact_match") ? "exact_match" : "token_accuracy";
 }
+
+namespace {
+
+bool is_fact_metric(const std::string& metric) {
+  return metric == "wording_recall" || metric == "exact_match";
+}
+
+}  // namespace
 
 SweepAxis parse_sweep(const std::string& text) {
   const std::string form =
@@ -159,10 +169,16 @@ nlohmann::json run_point(const MethodRun& run, const std::string& metric) {
         {"steps", r.at("steps")},
         {"settings", run.settings},
         {"run", run.dir}};
-    if (metric == "exact_match") {
-      m["domain_token_accuracy_gain"] = points(d.at("after"), d.at("before"), "token_accuracy");
-      m["exact_match_control_after"] = d.at("after").at("exact_match_control");
-      m["chance"] = d.at("after").at("chance");
+    if (is_fact_metric(metric)) {
+      const auto& after = d.at("after");
+      m["domain_token_accuracy_gain"] = points(after, d.at("before"), "token_accuracy");
+      m["exact_match_control_after"] = after.at("exact_match_control");
+      m["chance"] = after.at("chance");
+      // The four fact measures (eval/facts.h), where the report has them (older ones: (b) only).
+      for (const char* key : {"wording_recall", "wording_recall_control", "wording_chance",
+                              "exact_match", "verbatim_recall"}) {
+        if (after.contains(key)) m[std::string(key) + "_after"] = after.at(key);
+      }
     }
     return m;
   } catch (const nlohmann::json::exception& e) {
@@ -273,7 +289,9 @@ nlohmann::json compare_runs(const std::vector<MethodRun>& runs, double budget) {
 
 std::string compare_markdown(const nlohmann::json& c) {
   const std::string metric = c.at("domain_metric");
-  const std::string unit = metric == "exact_match" ? "exact match" : "token accuracy";
+  const std::string unit = metric == "wording_recall" ? "recall in held-out wordings"
+                           : metric == "exact_match"  ? "exact match"
+                                                      : "token accuracy";
   std::ostringstream md;
   md << "# Method comparison: " << c.at("recipe").get<std::string>() << ", "
      << c.at("steps").get<int64_t>() << " steps each\n\n"
@@ -294,7 +312,27 @@ std::string compare_markdown(const nlohmann::json& c) {
         m["trainable_parameters"].get<int64_t>(), m["wall_seconds"].get<double>(),
         m["peak_memory_bytes"].get<double>() / (1 << 20));
   }
-  if (metric == "exact_match") {
+  if (metric == "wording_recall") {
+    md << "\nFacts after training, exact match (%): (a) recall in held-out wordings, (b) question "
+          "answering, (c) their untrained-facts controls, beside chance; (d) is the general "
+          "forgetting above.\n\n"
+       << "| method | (a) trained facts | (a) control | (b) trained facts | (b) control | "
+          "trained wordings |\n|---|---|---|---|---|---|\n";
+    for (const auto& method : compared_methods()) {
+      if (!c["methods"].contains(method)) continue;
+      const auto& m = c["methods"][method];
+      md << fmt::format("| {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", method,
+                        100 * m.value("wording_recall_after", 0.0),
+                        100 * m.value("wording_recall_control_after", 0.0),
+                        100 * m.value("exact_match_after", 0.0),
+                        100 * m.value("exact_match_control_after", 0.0),
+                        100 * m.value("verbatim_recall_after", 0.0));
+    }
+    const auto any = c["methods"].begin();
+    md << fmt::format("\nChance: (a) {:.2f}%, (b) {:.2f}%.\n",
+                      100 * any->value("wording_chance_after", 0.0),
+                      100 * (*any)["chance"].get<double>());
+  } else if (metric == "exact_match") {
     md << "\nUntrained facts (control) after training:";
     for (const auto& method : compared_methods()) {
       if (!c["methods"].contains(method)) continue;

@@ -49,8 +49,9 @@ std::vector<std::vector<std::string>> sweep_settings(const std::vector<SweepAxis
 // [A-Za-z0-9._=,+-] become '_'); "" for the empty setting.
 std::string setting_name(const std::vector<std::string>& setting);
 
-// The headline metric of a report's domain set: "exact_match" when the set has it (facts),
-// else "token_accuracy".
+// The headline metric of a report's domain set: "wording_recall" (a fact set: recall in
+// held-out wordings), else "exact_match" (a fact set, report of an older kvtune), else
+// "token_accuracy".
 std::string domain_metric(const nlohmann::json& report);
 
 // {"recipe", "steps", "domain_metric", "methods": {"<method>": {"domain_gain",
