@@ -6,6 +6,7 @@
 #include <iterator>
 
 #include "bank_test_util.h"
+#include "common/crc32.h"
 #include "model/byte_tokenizer.h"
 #include "model/tokenizer.h"
 #include "test_util.h"
@@ -50,6 +51,28 @@ TEST(ModelTokenizer, DecodeRejectsIdsOutsideTheVocabulary) {
   const ByteTokenizer tok;
   EXPECT_THAT(error_of([&] { tok.decode({65, 259}); }), HasSubstr("id 259 at position 1"));
   EXPECT_THAT(error_of([&] { tok.decode({-1}); }), HasSubstr("outside the vocabulary"));
+}
+
+TEST(ModelTokenizer, TheByteTokenizerIsMadeWithoutReadingAnyText) {
+  int calls = 0;
+  const auto tok = make_tokenizer("byte", 259, [&] {
+    ++calls;
+    return std::vector<std::string>{"never read"};
+  });
+  EXPECT_EQ(tok->type(), "byte");
+  EXPECT_EQ(calls, 0);
+}
+
+// The checksum model folders record (common/crc32.h): the standard check value of CRC-32, and
+// the same in pieces as in one piece.
+TEST(ModelTokenizer, Crc32HasTheStandardCheckValue) {
+  EXPECT_EQ(crc32_hex("123456789"), "cbf43926");
+  EXPECT_EQ(crc32_hex(""), "00000000");
+  Crc32 pieces;
+  pieces.update("1234", 4);
+  pieces.update("", 0);
+  pieces.update("56789", 5);
+  EXPECT_EQ(pieces.hex(), "cbf43926");
 }
 
 TEST(ModelTokenizer, SavesAndLoadsItsJsonFile) {

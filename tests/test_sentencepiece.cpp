@@ -253,7 +253,7 @@ TEST(SentencePiecePretrain, TrainsSavesAndLoadsTheTokenizer) {
       out.push_back(document_text(e));
     return out;
   }();
-  const auto again = make_tokenizer("sentencepiece", 512, texts);
+  const auto again = make_tokenizer("sentencepiece", 512, [&] { return texts; });
   EXPECT_EQ(again->encode(text, true, true), loaded.tokenizer->encode(text, true, true));
   fs::remove(model_dir + "/tokenizer.model");
   EXPECT_THAT(error_of([&] { load_model(model_dir); }),
@@ -271,7 +271,8 @@ namespace {
 // Built without the library (a sanitizer build, or no libsentencepiece-dev): the config is
 // accepted, and making or reading the tokenizer says what is missing.
 TEST(SentencePieceMissing, RefusedWithAMessage) {
-  EXPECT_THAT(test::error_of([] { make_tokenizer("sentencepiece", 1024, {"some text"}); }),
+  const auto texts = [] { return std::vector<std::string>{"some text"}; };
+  EXPECT_THAT(test::error_of([&] { make_tokenizer("sentencepiece", 1024, texts); }),
               ::testing::HasSubstr("built without SentencePiece"));
 }
 

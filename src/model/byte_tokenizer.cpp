@@ -38,11 +38,7 @@ void ByteTokenizer::save(const std::string& path) const {
 
 ByteTokenizer ByteTokenizer::load(const std::string& path) {
   const auto json = detail::read_json_object(path, "tokenizer file");
-  for (const auto& item : json.items()) {
-    const auto& key = item.key();
-    KVT_CHECK(key == "type" || key == "version" || key == "vocab_size", path, ": unknown key '",
-              key, "' (valid keys: type, version, vocab_size)");
-  }
+  detail::check_json_keys(json, {"type", "version", "vocab_size"}, path);
   const auto& type_node = json.contains("type") ? json.at("type") : nlohmann::json();
   const std::string type = type_node.is_string() ? type_node.get<std::string>() : type_node.dump();
   KVT_CHECK(type == "byte", path, ": tokenizer type is '", type,

@@ -1,7 +1,5 @@
 #include "model/model_io.h"
 
-#include <zlib.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +9,7 @@
 #include "bank/indexed_bank.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/crc32.h"
 #include "common/path_checks.h"
 #include "common/yaml_reader.h"
 #include "model/lora.h"
@@ -55,19 +54,17 @@ struct FileSum {
 FileSum file_sum(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   KVT_CHECK(in.good(), "cannot read ", path, " to check it");
-  uLong crc = ::crc32(0L, Z_NULL, 0);
+  Crc32 crc;
   FileSum sum;
   std::string buf(1 << 20, '\0');
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     const auto got = static_cast<size_t>(in.gcount());
     if (got == 0) break;
-    crc = ::crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
+    crc.update(buf.data(), got);
     sum.bytes += got;
   }
-  char hex[9];
-  std::snprintf(hex, sizeof(hex), "%08lx", static_cast<unsigned long>(crc));
-  sum.crc32 = hex;
+  sum.crc32 = crc.hex();
   return sum;
 }
 

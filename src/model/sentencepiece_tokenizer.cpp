@@ -1,7 +1,5 @@
 #include "model/sentencepiece_tokenizer.h"
 
-#include <zlib.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/crc32.h"
 #include "common/path_checks.h"
 #include "model/impl/json_file.h"
 
@@ -31,14 +30,7 @@ constexpr const char* kWithout =
     "this kvtune was built without SentencePiece (libsentencepiece-dev): install it and "
     "rebuild, or use tokenizer: byte";
 
-std::string crc32_hex(const std::string& bytes) {
-  uLong crc = ::crc32(0L, Z_NULL, 0);
-  crc = ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size()));
-  char hex[9];
-  std::snprintf(hex, sizeof(hex), "%08lx", static_cast<unsigned long>(crc));
-  return hex;
-}
-
+#ifdef KVTUNE_WITH_SENTENCEPIECE
 // Length of the valid UTF-8 sequence at text[i] (1..4), or 0 when the byte there does not start
 // one (stray continuation byte, overlong form, surrogate, past U+10FFFF, truncated).
 size_t utf8_length(const std::string& text, size_t i) {
@@ -67,6 +59,7 @@ size_t utf8_length(const std::string& text, size_t i) {
 bool is_space_marker(const std::string& text, size_t i) {
   return text.compare(i, 3, "\xE2\x96\x81") == 0;
 }
+#endif  // KVTUNE_WITH_SENTENCEPIECE
 
 }  // namespace
 
@@ -351,13 +344,8 @@ void SentencePieceTokenizer::save(const std::string& path) const {
 
 SentencePieceTokenizer SentencePieceTokenizer::load(const std::string& path) {
   const auto json = detail::read_json_object(path, "tokenizer file");
-  for (const auto& item : json.items()) {
-    const auto& key = item.key();
-    KVT_CHECK(key == "type" || key == "version" || key == "vocab_size" || key == "model_file" ||
-                  key == "model_bytes" || key == "model_crc32",
-              path, ": unknown key '", key,
-              "' (valid keys: type, version, vocab_size, model_file, model_bytes, model_crc32)");
-  }
+  detail::check_json_keys(
+      json, {"type", "version", "vocab_size", "model_file", "model_bytes", "model_crc32"}, path);
   const int64_t version = detail::json_int(json, "version", path);
   KVT_CHECK(version == kFormatVersion, path, ": SentencePiece tokenizer version ", version,
             " is not supported (this build reads version ", kFormatVersion,

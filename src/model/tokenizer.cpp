@@ -35,12 +35,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, int64_t vocab_size,
-                                          const std::vector<std::string>& texts) {
+                                          const std::function<std::vector<std::string>()>& texts) {
   if (type == "byte") return std::make_unique<ByteTokenizer>();
   if (type == "sentencepiece") {
     SentencePieceTrainOptions options;
     options.vocab_size = vocab_size;
-    return std::make_unique<SentencePieceTokenizer>(SentencePieceTokenizer::train(texts, options));
+    return std::make_unique<SentencePieceTokenizer>(
+        SentencePieceTokenizer::train(texts(), options));
   }
   KVT_THROW("unknown tokenizer type '", type, "' (known types: ", joined_types(), ")");
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,10 +34,11 @@ class Tokenizer {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
 // The tokenizer a model config names (key `tokenizer`), made for pretraining: "byte" needs no
-// text; "sentencepiece" is trained on `texts` (the general corpus's training side) with
-// `vocab_size` pieces. An unknown type is a kvtune::Error listing tokenizer_types().
+// text (and never calls `texts`); "sentencepiece" is trained on texts() (the general corpus's
+// training side) with `vocab_size` pieces. An unknown type is a kvtune::Error listing
+// tokenizer_types().
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, int64_t vocab_size,
-                                          const std::vector<std::string>& texts);
+                                          const std::function<std::vector<std::string>()>& texts);
 // Every tokenizer type: byte, sentencepiece.
 const std::vector<std::string>& tokenizer_types();
 

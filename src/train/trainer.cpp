@@ -40,12 +40,13 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, 
   // The tokenizer first (a learned one trains on the general corpus's training side only, so
   // that held-out text stays unseen), then the token streams.
   const Split split = split_corpora(r.data.general, r.data);
-  std::vector<std::string> texts;
-  texts.reserve(split.train.size());
-  for (const auto& e : split.train) texts.push_back(document_text(e));
   const auto tokenizer_ptr =
-      make_tokenizer(r.model_config.tokenizer, r.model_config.vocab_size, texts);
-  texts.clear();
+      make_tokenizer(r.model_config.tokenizer, r.model_config.vocab_size, [&split] {
+        std::vector<std::string> texts;
+        texts.reserve(split.train.size());
+        for (const auto& e : split.train) texts.push_back(document_text(e));
+        return texts;
+      });
   const Tokenizer& tokenizer = *tokenizer_ptr;
   KVT_CHECK(tokenizer.vocab_size() <= r.model_config.vocab_size, "the ", tokenizer.type(),
             " tokenizer has ", tokenizer.vocab_size(), " tokens but vocab_size is ",

@@ -1,5 +1,6 @@
 #include "model/impl/json_file.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -29,6 +30,16 @@ int64_t json_int(const nlohmann::json& json, const std::string& key, const std::
   KVT_CHECK(json.contains(key) && json.at(key).is_number_integer(), path, ": key '", key,
             "' must be an integer");
   return json.at(key).get<int64_t>();
+}
+
+void check_json_keys(const nlohmann::json& json, const std::vector<std::string>& valid,
+                     const std::string& path) {
+  std::string names;
+  for (const auto& v : valid) names += (names.empty() ? "" : ", ") + v;
+  for (const auto& item : json.items()) {
+    const bool known = std::find(valid.begin(), valid.end(), item.key()) != valid.end();
+    KVT_CHECK(known, path, ": unknown key '", item.key(), "' (valid keys: ", names, ")");
+  }
 }
 
 }  // namespace kvtune::detail
