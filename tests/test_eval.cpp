@@ -68,6 +68,10 @@ TEST(EvalMetrics, CountsMatchAHandComputedCase) {
 TEST(EvalMetrics, ByteTokensStandForOneByteAndSpecialsForNone) {
   ByteTokenizer tok;
   const auto lengths = token_byte_lengths(tok);
+  const auto table = token_table(tok);
+  ASSERT_EQ(table.texts.size(), static_cast<size_t>(tok.vocab_size()));
+  EXPECT_EQ(table.texts['a'], "a");
+  EXPECT_EQ(table.texts[tok.eos_id()], "");
   ASSERT_EQ(lengths.numel(), tok.vocab_size());
   EXPECT_EQ(lengths.narrow(0, 0, 256).sum().item<int64_t>(), 256);
   EXPECT_EQ(lengths[tok.pad_id()].item<int64_t>(), 0);
@@ -75,12 +79,48 @@ TEST(EvalMetrics, ByteTokensStandForOneByteAndSpecialsForNone) {
   EXPECT_EQ(lengths[tok.eos_id()].item<int64_t>(), 0);
 }
 
+// Whole words under teacher forcing, worked out by hand (lm_metrics.h: count_words).
+TEST(EvalMetrics, WordAccuracyCountsWholeWordsInsideTheWindow) {
+  //                                  0    1       2      3      4    5    6    7
+  const std::vector<std::string> texts = {"", " the", "cat", " ca", "t", ".", " ", "sat",
+                                          //   8     9      10
+                                          "th", "e c", "at "};
+  const auto ids = [](std::vector<int64_t> v) { return torch::tensor(v, torch::kInt64); };
+  // "the", "cat" (two tokens, the second wrong), "sat" (closed by the special token 0).
+  auto c = count_words(0, ids({1, 3, 4, 6, 7, 0}), ids({1, 3, 9, 6, 7, 0}), texts);
+  EXPECT_EQ(c.words, 3);
+  EXPECT_EQ(c.words_correct, 2);
+  // The window opens inside "cat" (the token before it, "cat", ends in a letter): "t" finishes a
+  // word begun outside, not counted; "the" counts, and a wrong space token does not spoil it;
+  // "sat" is still open at the end, not counted.
+  c = count_words(2, ids({4, 1, 6, 7}), ids({4, 1, 5, 7}), texts);
+  EXPECT_EQ(c.words, 1);
+  EXPECT_EQ(c.words_correct, 1);
+  // One token holding the end of one word and the start of the next ("e c") counts for both.
+  c = count_words(0, ids({8, 9, 10, 0}), ids({8, 5, 10, 0}), texts);
+  EXPECT_EQ(c.words, 2);
+  EXPECT_EQ(c.words_correct, 0);
+  c = count_words(0, ids({8, 9, 10, 0}), ids({5, 9, 10, 0}), texts);
+  EXPECT_EQ(c.words, 2);
+  EXPECT_EQ(c.words_correct, 1);
+  EXPECT_THROW(count_words(0, ids({11}), ids({11}), texts), Error);
+  // Sums add up across windows, and the metric divides them.
+  LmCounts sum;
+  sum += count_words(0, ids({1, 3, 4, 6, 7, 0}), ids({1, 3, 9, 6, 7, 0}), texts);
+  sum += count_words(2, ids({4, 1, 6, 7}), ids({4, 1, 5, 7}), texts);
+  sum.tokens = 10;
+  const auto m = metrics_from_counts(sum, 2);
+  EXPECT_EQ(m.words, 4);
+  EXPECT_DOUBLE_EQ(m.word_accuracy, 3.0 / 4.0);
+  EXPECT_DOUBLE_EQ(to_json(m)["word_accuracy"].get<double>(), 0.75);
+}
+
 TEST(EvalMetrics, EvaluateLmOfAUniformModelIsLogVocab) {
   // A model that predicts every token with equal probability has loss ln V on any text and
   // bits per byte log2(V) when every target is one byte.
   std::vector<std::vector<int64_t>> docs = {{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}};
   LmDataset data(docs, 4);
-  const auto bytes = torch::ones({32}, torch::kInt64);
+  const TokenTable bytes{torch::ones({32}, torch::kInt64), std::vector<std::string>(32, "x")};
   auto uniform = [](const torch::Tensor& x) {
     return torch::zeros({x.size(0), x.size(1), 32}, torch::kFloat32);
   };

@@ -182,7 +182,7 @@ TEST(TrainLoop, LearnedScaleStepsAgainstItsGradientWithoutWeightDecay) {
     torch::NoGradGuard no_grad;
     s.model->memory_layers()[0]->banks()[0]->mutable_bank().values.mul_(50);
   }
-  s.token_bytes = token_byte_lengths(ByteTokenizer());
+  s.tokens = token_table(ByteTokenizer());
   configure_attention(s.model, r);
   attach_learned_scale(s, r);
   std::vector<std::vector<int64_t>> docs;

@@ -46,11 +46,12 @@ void run_eval(const EvalArgs& a) {
   request.batch_size = a.batch_size;
 
   const auto sets = evaluate_sets(loaded.model, *loaded.tokenizer, request);
-  std::printf("%-16s %9s %9s %9s %9s\n", "set", "accuracy", "loss", "bits/byte", "tokens");
+  std::printf("%-16s %9s %9s %9s %9s %9s\n", "set", "accuracy", "loss", "bits/byte", "words",
+              "tokens");
   for (const auto& [name, m] : sets.items()) {
-    std::printf("%-16s %8.2f%% %9.4f %9.4f %9lld", name.c_str(),
+    std::printf("%-16s %8.2f%% %9.4f %9.4f %8.2f%% %9lld", name.c_str(),
                 100 * m["token_accuracy"].get<double>(), m["loss"].get<double>(),
-                m["bits_per_byte"].get<double>(),
+                m["bits_per_byte"].get<double>(), 100 * m["word_accuracy"].get<double>(),
                 static_cast<long long>(m["tokens"].get<int64_t>()));
     std::printf("\n");
     if (m.contains("exact_match")) {

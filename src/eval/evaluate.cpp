@@ -42,7 +42,7 @@ void validate_eval_request(const EvalRequest& request, const TransformerLM& mode
 nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
                              const EvalRequest& request) {
   validate_eval_request(request, model);
-  const auto token_bytes = token_byte_lengths(tokenizer);
+  const auto tokens = token_table(tokenizer);
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -54,7 +54,7 @@ nlohmann::json evaluate_sets(TransformerLM& model, const Tokenizer& tokenizer,
               ": raise the fraction or use a larger corpus");
     auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
     nlohmann::json j =
-        to_json(evaluate_lm(fn, *held_out, request.batches, request.batch_size, token_bytes));
+        to_json(evaluate_lm(fn, *held_out, request.batches, request.batch_size, tokens));
     if (is_fact_set(set)) {
       const auto prompts = limit_prompts(fact_prompts_for(set, request.data), kFactPromptLimit);
       j.update(evaluate_facts(model, tokenizer, prompts));

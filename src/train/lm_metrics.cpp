@@ -11,15 +11,82 @@ LmCounts& LmCounts::operator+=(const LmCounts& o) {
   correct += o.correct;
   tokens += o.tokens;
   bytes += o.bytes;
+  words += o.words;
+  words_correct += o.words_correct;
   return *this;
 }
 
-torch::Tensor token_byte_lengths(const Tokenizer& tokenizer) {
+TokenTable token_table(const Tokenizer& tokenizer) {
   const int64_t v = tokenizer.vocab_size();
-  auto lengths = torch::empty({v}, torch::kInt64);
-  auto* out = lengths.data_ptr<int64_t>();
-  for (int64_t id = 0; id < v; ++id) out[id] = static_cast<int64_t>(tokenizer.decode({id}).size());
-  return lengths;
+  TokenTable table;
+  table.byte_lengths = torch::empty({v}, torch::kInt64);
+  table.texts.reserve(static_cast<size_t>(v));
+  auto* out = table.byte_lengths.data_ptr<int64_t>();
+  for (int64_t id = 0; id < v; ++id) {
+    table.texts.push_back(tokenizer.decode({id}));
+    out[id] = static_cast<int64_t>(table.texts.back().size());
+  }
+  return table;
+}
+
+torch::Tensor token_byte_lengths(const Tokenizer& tokenizer) {
+  return token_table(tokenizer).byte_lengths;
+}
+
+namespace {
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+}  // namespace
+
+LmCounts count_words(int64_t first_input, const torch::Tensor& targets,
+                     const torch::Tensor& predictions, const std::vector<std::string>& texts) {
+  KVT_CHECK(targets.dim() == 1 && predictions.sizes() == targets.sizes(),
+            "count_words: targets and predictions [T] expected, got ", targets.sizes(), " and ",
+            predictions.sizes());
+  const auto t = targets.to(torch::kCPU, torch::kInt64).contiguous();
+  const auto p = predictions.to(torch::kCPU, torch::kInt64).contiguous();
+  const auto* tp = t.data_ptr<int64_t>();
+  const auto* pp = p.data_ptr<int64_t>();
+  const auto text_of = [&](int64_t id) -> const std::string& {
+    KVT_CHECK(id >= 0 && static_cast<size_t>(id) < texts.size(), "count_words: token id ", id,
+              " is outside the table of ", texts.size());
+    return texts[static_cast<size_t>(id)];
+  };
+  LmCounts c;
+  // The word in progress: whether one is open, whether it began inside the window, whether
+  // every token so far was right.
+  const std::string& before = text_of(first_input);
+  bool open = !before.empty() && !is_space(before.back());
+  bool counted = false;
+  bool right = true;
+  const auto close = [&] {
+    if (open && counted) {
+      ++c.words;
+      c.words_correct += right ? 1 : 0;
+    }
+    open = false;
+  };
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const std::string& text = text_of(tp[i]);
+    const bool hit = pp[i] == tp[i];
+    if (text.empty()) close();  // a special token ends a word
+    for (char ch : text) {
+      if (is_space(ch)) {
+        close();
+        continue;
+      }
+      if (!open) {
+        open = true;
+        counted = true;
+        right = true;
+      }
+      right = right && hit;
+    }
+  }
+  return c;  // a word still open at the end may go on past the window: not counted
 }
 
 LmCounts count_predictions(const torch::Tensor& logits, const torch::Tensor& targets,
@@ -52,6 +119,8 @@ LmMetrics metrics_from_counts(const LmCounts& counts, int64_t sequences) {
     m.token_accuracy = double(counts.correct) / double(counts.tokens);
   }
   if (counts.bytes > 0) m.bits_per_byte = counts.nats / std::log(2.0) / double(counts.bytes);
+  m.words = counts.words;
+  if (counts.words > 0) m.word_accuracy = double(counts.words_correct) / double(counts.words);
   return m;
 }
 
@@ -59,14 +128,16 @@ nlohmann::json to_json(const LmMetrics& m) {
   return {{"token_accuracy", m.token_accuracy},
           {"loss", m.loss},
           {"bits_per_byte", m.bits_per_byte},
+          {"word_accuracy", m.word_accuracy},
           {"examples", m.sequences},
           {"tokens", m.tokens},
-          {"bytes", m.bytes}};
+          {"bytes", m.bytes},
+          {"words", m.words}};
 }
 
 LmMetrics evaluate_lm(const std::function<torch::Tensor(const torch::Tensor&)>& logits_fn,
                       const LmDataset& data, int64_t batches, int64_t batch_size,
-                      const torch::Tensor& token_bytes) {
+                      const TokenTable& tokens) {
   torch::NoGradGuard no_grad;
   const int64_t available = (data.num_eval_windows() + batch_size - 1) / batch_size;
   const int64_t n = batches > 0 ? std::min(batches, available) : available;
@@ -77,7 +148,13 @@ LmMetrics evaluate_lm(const std::function<torch::Tensor(const torch::Tensor&)>& 
     const auto inputs = batch.narrow(1, 0, batch.size(1) - 1);
     const auto targets = batch.narrow(1, 1, batch.size(1) - 1).reshape({-1});
     const auto logits = logits_fn(inputs);
-    total += count_predictions(logits.reshape({-1, logits.size(-1)}), targets, token_bytes);
+    total += count_predictions(logits.reshape({-1, logits.size(-1)}), targets, tokens.byte_lengths);
+    const auto predictions = logits.argmax(-1).to(torch::kCPU);
+    const auto rows = batch.narrow(1, 1, batch.size(1) - 1).to(torch::kCPU);
+    const auto first = batch.select(1, 0).to(torch::kCPU, torch::kInt64).contiguous();
+    for (int64_t b = 0; b < batch.size(0); ++b) {
+      total += count_words(first.data_ptr<int64_t>()[b], rows[b], predictions[b], tokens.texts);
+    }
     sequences += batch.size(0);
   }
   return metrics_from_counts(total, sequences);

@@ -34,6 +34,7 @@ std::string report_markdown(const nlohmann::json& report) {
   const Row rows[] = {{"token_accuracy", "token accuracy", true},
                       {"loss", "loss (nats/token)", false},
                       {"bits_per_byte", "bits per byte", false},
+                      {"word_accuracy", "whole-word accuracy", true},
                       {"wording_recall", "recall in held-out wordings, trained facts", true},
                       {"wording_recall_control", "recall in held-out wordings, control", true},
                       {"wording_chance", "recall in held-out wordings, chance", true},

@@ -87,11 +87,11 @@ void set_attention_seed(TransformerLM& model, uint64_t seed) {
 }
 
 LmMetrics evaluate_held_out(TransformerLM& model, const LmDataset& data, const TrainConfig& t,
-                            const torch::Tensor& token_bytes) {
+                            const TokenTable& tokens) {
   model->eval();
   set_attention_seed(model, 0);
   auto fn = [&](const torch::Tensor& x) { return model->forward(x); };
-  const auto m = evaluate_lm(fn, data, t.eval_batches, t.batch_size, token_bytes);
+  const auto m = evaluate_lm(fn, data, t.eval_batches, t.batch_size, tokens);
   model->train();
   return m;
 }
@@ -174,7 +174,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !evals.empty()) {
       nlohmann::json e;
       for (const auto& [name, set] : evals)
-        e[name] = to_json(evaluate_held_out(s.model, *set, t, s.token_bytes));
+        e[name] = to_json(evaluate_held_out(s.model, *set, t, s.tokens));
       log.write({{"step", step + 1}, {"eval", e}});
     }
     if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {

@@ -43,7 +43,7 @@ void set_attention_seed(TransformerLM& model, uint64_t seed);
 // Held-out metrics with the model in eval mode and the evaluation seed (0), so that evaluations
 // of different runs and steps draw alike.
 LmMetrics evaluate_held_out(TransformerLM& model, const LmDataset& data, const TrainConfig& t,
-                            const torch::Tensor& token_bytes);
+                            const TokenTable& tokens);
 
 // Step i trains on train_sets[i mod size] (data.domain_mix). Writes metrics.jsonl and
 // checkpoint.pt into out_dir; `resume` continues from checkpoint.pt when there is one.

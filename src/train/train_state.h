@@ -11,6 +11,7 @@
 
 #include "bank/indexed_bank.h"
 #include "model/transformer.h"
+#include "train/lm_metrics.h"
 
 namespace kvtune {
 
@@ -19,7 +20,7 @@ struct TrainState {
   std::vector<torch::Tensor> dense;                 // dense parameters that train
   std::vector<std::shared_ptr<IndexedBank>> banks;  // banks whose tensors train
   std::vector<torch::Tensor> bank_params;           // their keys/values that require grad, in order
-  torch::Tensor token_bytes;                        // token_byte_lengths of the tokenizer
+  TokenTable tokens;                                // token_table of the tokenizer
   torch::Tensor log_scale;             // attention.learn_scale: log c, shared by the memory layers
   std::string row_optimizer = "adam";  // make_row_optimizer name for bank_params
   // Called after backward and before the optimizers step (method sparse: keeps the gradient of

@@ -24,9 +24,9 @@ namespace fs = std::filesystem;
 namespace {
 
 EvalPair evaluate_pair(TransformerLM& model, const LmDataset& domain, const LmDataset& general,
-                       const TrainConfig& t, const torch::Tensor& token_bytes) {
-  return {evaluate_held_out(model, domain, t, token_bytes),
-          evaluate_held_out(model, general, t, token_bytes)};
+                       const TrainConfig& t, const TokenTable& tokens) {
+  return {evaluate_held_out(model, domain, t, tokens),
+          evaluate_held_out(model, general, t, tokens)};
 }
 
 }  // namespace
@@ -57,7 +57,7 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, 
   s.model = TransformerLM(r.model_config);
   s.model->attach_base_banks(r.train.seed);
   configure_attention(s.model, r);
-  s.token_bytes = token_byte_lengths(tokenizer);
+  s.tokens = token_table(tokenizer);
   s.dense = s.model->parameters();
   for (auto& layer : s.model->memory_layers()) {
     auto bank = layer->banks().front();
@@ -86,7 +86,7 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, 
                                          r.train.batch_size, r.train.seed + 0x5eed);
     write_background((fs::path(model_dir) / kBackgroundFile).string(), counts);
   }
-  const auto general = evaluate_held_out(s.model, *data.held_out, r.train, s.token_bytes);
+  const auto general = evaluate_held_out(s.model, *data.held_out, r.train, s.tokens);
   append_metrics(out_dir, {{"step", outcome.steps}, {"eval", {{"general", to_json(general)}}}});
   std::cerr << "general held-out: loss " << general.loss << ", token accuracy "
             << general.token_accuracy << "\n";
@@ -113,11 +113,11 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   // Files the method needs, read and checked (and attached banks in place) before any work.
   method->load_inputs(r, s.model, r.base);
   configure_attention(s.model, r);
-  s.token_bytes = token_byte_lengths(tokenizer);
+  s.tokens = token_table(tokenizer);
   for (auto& p : s.model->parameters()) p.set_requires_grad(false);
   // Language-model metrics of both sets, plus the domain's extra metrics (exact match).
   auto measure = [&](EvalPair& pair) {
-    pair = evaluate_pair(s.model, *domain.held_out, *general.held_out, r.train, s.token_bytes);
+    pair = evaluate_pair(s.model, *domain.held_out, *general.held_out, r.train, s.tokens);
     nlohmann::json j = {{"domain", to_json(pair.domain)}, {"general", to_json(pair.general)}};
     if (domain_metrics) {
       torch::NoGradGuard no_grad;
