@@ -270,6 +270,22 @@ INSTANTIATE_TEST_SUITE_P(BuiltIn, InstalledFactSet,
                            return info.param == kElementsFacts ? "Elements" : "EngDeu";
                          });
 
+TEST(FactSets, TemplatesAloneMatchTheLoadedSets) {
+  for (const auto& name : fact_set_names()) {
+    const FactSet bare = fact_set_templates(name);
+    EXPECT_TRUE(bare.facts.empty());
+    EXPECT_EQ(bare.name, name);
+    KVTUNE_REQUIRE_DICTD(fact_set_dictionary(name));
+    const auto full = load_fact_set(name);
+    ASSERT_EQ(bare.relations.size(), full->relations.size());
+    for (size_t r = 0; r < bare.relations.size(); ++r) {
+      EXPECT_EQ(bare.relations[r].forward, full->relations[r].forward);
+      EXPECT_EQ(bare.relations[r].reverse, full->relations[r].reverse);
+    }
+    EXPECT_EQ(max_train_templates(bare), 4);
+  }
+}
+
 TEST(FactSets, UnknownNamesAreRefusedWithTheKnownOnes) {
   EXPECT_FALSE(is_fact_set("foldoc"));
   EXPECT_THAT(

@@ -44,7 +44,7 @@ FactPrompts prompts_of(const FactsArgs& a) {
   KVT_CHECK(is_fact_set(a.set), "--set: '", a.set, "' is not a fact set: use elements-facts or ",
             "eng-deu-facts");
   check_corpus_available(a.set, "--set");
-  check_train_templates(*load_fact_set(a.set), a.data.train_templates, "--train-templates");
+  check_train_templates(fact_set_templates(a.set), a.data.train_templates, "--train-templates");
   return fact_prompts_for(a.set, a.data);
 }
 

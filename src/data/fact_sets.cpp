@@ -36,6 +36,11 @@ std::string fact_set_dictionary(const std::string& name) {
   KVT_THROW("'", name, "' is not a fact set: use one of ", known_names());
 }
 
+FactSet fact_set_templates(const std::string& name) {
+  fact_set_dictionary(name);  // refuses an unknown name
+  return name == kElementsFacts ? elements_fact_set({}) : translations_fact_set({});
+}
+
 std::shared_ptr<const FactSet> load_fact_set(const std::string& name) {
   static std::mutex mutex;
   static std::map<std::string, std::shared_ptr<const FactSet>> cache;

@@ -25,6 +25,10 @@ bool is_fact_set(const std::string& name);
 // kvtune::Error for a name that is not a fact set.
 std::string fact_set_dictionary(const std::string& name);
 
+// The fact set's relations and templates without its facts: what validating a recipe's
+// data.train_templates needs, without reading the dictionary.
+FactSet fact_set_templates(const std::string& name);
+
 // The fact set, read from its installed dictionary once per process (then shared). Throws
 // kvtune::Error for an unknown name, listing the known ones, and as the dictd reader does for a
 // missing or damaged dictionary.

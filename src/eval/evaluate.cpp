@@ -26,7 +26,7 @@ void validate_eval_request(const EvalRequest& request, const TransformerLM& mode
   KVT_CHECK(d.max_entries >= 0, "max entries must be >= 0 (0 = all), got ", d.max_entries);
   for (const auto& set : request.sets) {
     if (is_fact_set(set))
-      check_train_templates(*load_fact_set(set), d.train_templates, "--train-templates");
+      check_train_templates(fact_set_templates(set), d.train_templates, "--train-templates");
   }
   KVT_CHECK(request.batches >= 0, "batches must be >= 0 (0 = the whole set), got ",
             request.batches);

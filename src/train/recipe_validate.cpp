@@ -85,7 +85,7 @@ void check_data(const Recipe& r, const std::string& where) {
   corpora.insert(corpora.end(), d.domain_mix.begin(), d.domain_mix.end());
   for (const auto& name : corpora) {
     if (is_fact_set(name)) {
-      check_train_templates(*load_fact_set(name), d.train_templates,
+      check_train_templates(fact_set_templates(name), d.train_templates,
                             where + ": key 'data.train_templates'");
     }
   }
