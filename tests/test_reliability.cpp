@@ -518,8 +518,16 @@ namespace kvtune {
 namespace {
 
 // How the parent sees a child's SIGSEGV: the signal, or under AddressSanitizer (tools/test
-// --sanitize) the exit status ASan's own handler ends the child with after its report.
+// --sanitize) the exit status ASan's own handler ends the child with after its report. GCC
+// says ASan with __SANITIZE_ADDRESS__, clang with __has_feature(address_sanitizer).
 #if defined(__SANITIZE_ADDRESS__)
+#define KVTUNE_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KVTUNE_TEST_ASAN 1
+#endif
+#endif
+#if defined(KVTUNE_TEST_ASAN)
 constexpr const char* kSegvSeenAs = "exit status ";
 #else
 constexpr const char* kSegvSeenAs = "signal 11";
