@@ -86,16 +86,10 @@ void check_corpus_available(const std::string& name_or_path, const std::string& 
 std::vector<TextEntry> sample_entries(std::vector<TextEntry> entries, int64_t max_entries) {
   KVT_CHECK(max_entries >= 0, "max_entries must be >= 0 (0 = all), got ", max_entries);
   if (max_entries == 0 || static_cast<size_t>(max_entries) >= entries.size()) return entries;
-  std::vector<double> u(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i)
-    u[i] = headword_unit(entries[i].headword, kSampleSalt);
-  std::vector<size_t> order(entries.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  // Smallest hash first, ties by position: the same sample whatever the machine.
-  std::nth_element(order.begin(), order.begin() + max_entries, order.end(),
-                   [&](size_t a, size_t b) { return u[a] < u[b] || (u[a] == u[b] && a < b); });
-  order.resize(max_entries);
-  std::sort(order.begin(), order.end());
+  std::vector<std::string> headwords;
+  headwords.reserve(entries.size());
+  for (const auto& e : entries) headwords.push_back(e.headword);
+  const auto order = sample_by_hash(headwords, static_cast<size_t>(max_entries), kSampleSalt);
   std::vector<TextEntry> kept;
   kept.reserve(order.size());
   for (size_t i : order) kept.push_back(std::move(entries[i]));

@@ -23,7 +23,8 @@ const std::vector<DictdCorpus>& dictd_corpora();
 enum class CorpusKind { kDictd, kFactSet, kPlainText, kJsonl };
 
 // The kind of `name_or_path`: a dictd name, a fact set ("elements-facts", "eng-deu-facts":
-// data/fact_sets.h), or a path ending in .txt or .jsonl. Anything else is a kvtune::Error listing the accepted forms.
+// data/fact_sets.h), or a path ending in .txt or .jsonl. Anything else is a kvtune::Error listing
+// the accepted forms.
 CorpusKind corpus_kind(const std::string& name_or_path);
 
 // Throws kvtune::Error when the corpus cannot be read: a dictd name whose NAME.index or

@@ -152,8 +152,7 @@ bool has_plain_weight(const Element& element) {
 }
 
 FactSet elements_fact_set(const std::vector<Element>& elements) {
-  FactSet set{kElementsFacts, "dict-elements", {symbol_relation(), number_relation()}, {}};
-  set.relations.push_back(weight_relation());
+  FactSet set{kElementsFacts, {symbol_relation(), number_relation(), weight_relation()}, {}};
   for (const Element& e : elements) {
     set.facts.push_back({e.name, 0, e.symbol});
     set.facts.push_back({e.name, 1, std::to_string(e.atomic_number)});

@@ -43,8 +43,7 @@ struct Fact {
 };
 
 struct FactSet {
-  std::string name;    // the corpus name: "elements-facts"
-  std::string source;  // where the facts come from, for messages: "dict-elements"
+  std::string name;  // the corpus name: "elements-facts"
   std::vector<Relation> relations;
   std::vector<Fact> facts;  // grouped by subject, in the source's order
 };

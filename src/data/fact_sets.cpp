@@ -4,20 +4,11 @@
 #include <mutex>
 
 #include "common/check.h"
+#include "common/names.h"
 #include "data/elements.h"
 #include "data/word_translations.h"
 
 namespace kvtune {
-namespace {
-
-std::string known_names() {
-  std::string out;
-  for (const auto& n : fact_set_names()) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
-
-}  // namespace
-
 const std::vector<std::string>& fact_set_names() {
   static const std::vector<std::string> names = {kElementsFacts, kEngDeuFacts};
   return names;
@@ -33,7 +24,7 @@ bool is_fact_set(const std::string& name) {
 std::string fact_set_dictionary(const std::string& name) {
   if (name == kElementsFacts) return "elements";
   if (name == kEngDeuFacts) return "freedict-eng-deu";
-  KVT_THROW("'", name, "' is not a fact set: use one of ", known_names());
+  KVT_THROW("'", name, "' is not a fact set: use one of ", join_names(fact_set_names()));
 }
 
 FactSet fact_set_templates(const std::string& name) {

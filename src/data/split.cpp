@@ -1,5 +1,8 @@
 #include "data/split.h"
 
+#include <algorithm>
+#include <numeric>
+
 #include "common/check.h"
 #include "data/text_clean.h"
 
@@ -46,6 +49,21 @@ double headword_unit(const std::string& headword, uint64_t salt) {
 bool is_held_out(const std::string& headword, double held_out_fraction, uint64_t salt) {
   check_fraction(held_out_fraction);
   return headword_unit(headword, salt) < held_out_fraction;
+}
+
+std::vector<size_t> sample_by_hash(const std::vector<std::string>& keys, size_t count,
+                                   uint64_t salt) {
+  std::vector<size_t> order(keys.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  if (count >= keys.size()) return order;
+  std::vector<double> u(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) u[i] = headword_unit(keys[i], salt);
+  // Smallest hash first, ties by position: the same sample whatever the machine.
+  std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(count), order.end(),
+                   [&](size_t a, size_t b) { return u[a] < u[b] || (u[a] == u[b] && a < b); });
+  order.resize(count);
+  std::sort(order.begin(), order.end());
+  return order;
 }
 
 Split split_entries(const std::vector<TextEntry>& entries, double held_out_fraction,

@@ -24,6 +24,12 @@ double headword_unit(const std::string& headword, uint64_t salt = 0);
 // headword_unit(headword, salt) < held_out_fraction. The fraction must be in [0, 1).
 bool is_held_out(const std::string& headword, double held_out_fraction, uint64_t salt = 0);
 
+// The positions of the `count` keys with the smallest headword_unit(key, salt) (ties by
+// position), in increasing order: a uniform sample by key, the same on every machine, that keeps
+// the input order. count >= keys.size() gives every position.
+std::vector<size_t> sample_by_hash(const std::vector<std::string>& keys, size_t count,
+                                   uint64_t salt);
+
 struct Split {
   std::vector<TextEntry> train;
   std::vector<TextEntry> held_out;

@@ -22,9 +22,8 @@ std::vector<std::vector<int64_t>> tokenize_entries(const std::vector<TextEntry>&
 Split split_corpora(const std::vector<std::string>& corpora, const DataConfig& data) {
   Split all;
   for (const auto& name : corpora) {
-    auto split =
-        split_entries(load_corpus(name, data.max_entries, data.train_templates),
-                      data.held_out_fraction, data.split_salt);
+    auto split = split_entries(load_corpus(name, data.max_entries, data.train_templates),
+                               data.held_out_fraction, data.split_salt);
     all.train.insert(all.train.end(), split.train.begin(), split.train.end());
     all.held_out.insert(all.held_out.end(), split.held_out.begin(), split.held_out.end());
   }

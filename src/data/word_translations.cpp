@@ -1,11 +1,12 @@
 #include "data/word_translations.h"
 
-#include <algorithm>
 #include <map>
 #include <sstream>
 
 #include "data/dictd_reader.h"
+#include "data/fact_sets.h"
 #include "data/split.h"
+#include "data/text_clean.h"
 
 namespace kvtune {
 namespace {
@@ -96,16 +97,10 @@ std::optional<WordTranslation> parse_translation(const TextEntry& entry) {
 
 std::vector<WordTranslation> parse_translations(const std::vector<TextEntry>& entries) {
   std::map<std::string, int> senses;
-  for (const auto& e : entries) {
-    std::string folded = e.headword;
-    for (char& c : folded) {
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    ++senses[folded];
-  }
+  for (const auto& e : entries) ++senses[fold_headword(e.headword)];
   std::vector<WordTranslation> out;
   for (const auto& e : entries) {
-    if (senses[e.headword] != 1) continue;  // parse_translation takes lower-case words only
+    if (senses[fold_headword(e.headword)] != 1) continue;
     if (auto t = parse_translation(e)) out.push_back(std::move(*t));
   }
   return out;
@@ -114,20 +109,13 @@ std::vector<WordTranslation> parse_translations(const std::vector<TextEntry>& en
 std::vector<WordTranslation> read_translations(const std::string& dictd_name, int64_t count) {
   auto all = parse_translations(read_dictd_named(dictd_name, DictdText::kKeepLines));
   if (count <= 0 || static_cast<size_t>(count) >= all.size()) return all;
-  // The `count` smallest hashes, kept in index order; ties cannot occur between distinct words
-  // often enough to matter, and are broken by position.
-  std::vector<std::pair<double, size_t>> keyed;
-  keyed.reserve(all.size());
-  for (size_t i = 0; i < all.size(); ++i) {
-    keyed.emplace_back(headword_unit(all[i].english, kTranslationSampleSalt), i);
-  }
-  std::nth_element(keyed.begin(), keyed.begin() + count, keyed.end());
-  keyed.resize(static_cast<size_t>(count));
-  std::sort(keyed.begin(), keyed.end(),
-            [](const auto& a, const auto& b) { return a.second < b.second; });
+  std::vector<std::string> words;
+  words.reserve(all.size());
+  for (const auto& t : all) words.push_back(t.english);
   std::vector<WordTranslation> kept;
-  kept.reserve(keyed.size());
-  for (const auto& [u, i] : keyed) kept.push_back(std::move(all[i]));
+  for (size_t i : sample_by_hash(words, static_cast<size_t>(count), kTranslationSampleSalt)) {
+    kept.push_back(std::move(all[i]));
+  }
   return kept;
 }
 
@@ -143,7 +131,7 @@ FactSet translations_fact_set(const std::vector<WordTranslation>& translations) 
                    "The English translation of {o} is {S}.", "Said in English, {o} is {S}."},
                   {{"How do you say {s} in German? Answer:", false},
                    {"Which English word means {o}? Answer:", true}}};
-  FactSet set{"eng-deu-facts", "dict-freedict-eng-deu", {german}, {}};
+  FactSet set{kEngDeuFacts, {german}, {}};
   for (const auto& t : translations) set.facts.push_back({t.english, 0, t.german});
   check_templates(set);
   return set;

@@ -8,6 +8,7 @@
 
 #include "attention/estimator.h"
 #include "common/check.h"
+#include "common/names.h"
 #include "common/yaml_reader.h"
 #include "model/byte_tokenizer.h"
 #include "model/sentencepiece_tokenizer.h"
@@ -30,12 +31,6 @@ void read_memory(YamlReader r, MemoryConfig& memory) {
   YamlReader index = r.child("index");
   memory.index = index_config_from_yaml(index);
   r.finish();
-}
-
-std::string joined(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
 }
 
 }  // namespace
@@ -131,7 +126,7 @@ void validate(const ModelConfig& c, const std::string& where) {
   }
   const auto& types = tokenizer_types();
   KVT_CHECK(std::find(types.begin(), types.end(), c.tokenizer) != types.end(), where,
-            ": key 'tokenizer' is '", c.tokenizer, "'; valid: ", joined(types));
+            ": key 'tokenizer' is '", c.tokenizer, "'; valid: ", join_names(types));
   if (c.tokenizer == "byte") {
     KVT_CHECK(c.vocab_size >= ByteTokenizer::kVocabSize, where, ": key 'vocab_size' is ",
               c.vocab_size, " but the byte tokenizer needs at least ", ByteTokenizer::kVocabSize,
@@ -161,7 +156,7 @@ void validate(const ModelConfig& c, const std::string& where) {
   const auto names = estimator_names();
   KVT_CHECK(std::find(names.begin(), names.end(), c.memory.attention.estimator) != names.end(),
             where, ": memory.estimator '", c.memory.attention.estimator,
-            "' is unknown: choose one of ", joined(names));
+            "' is unknown: choose one of ", join_names(names));
   KVT_CHECK(c.memory.attention.k <= c.memory.base_bank_size, where, ": memory.k ",
             c.memory.attention.k, " is larger than memory.base_bank_size ", c.memory.base_bank_size,
             ": lower k or grow the bank");

@@ -1,21 +1,12 @@
 #include "model/tokenizer.h"
 
 #include "common/check.h"
+#include "common/names.h"
 #include "model/byte_tokenizer.h"
 #include "model/impl/json_file.h"
 #include "model/sentencepiece_tokenizer.h"
 
 namespace kvtune {
-
-namespace {
-
-std::string joined_types() {
-  std::string out;
-  for (const auto& t : tokenizer_types()) out += (out.empty() ? "" : ", ") + t;
-  return out;
-}
-
-}  // namespace
 
 const std::vector<std::string>& tokenizer_types() {
   static const std::vector<std::string> types = {"byte", "sentencepiece"};
@@ -31,7 +22,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   if (type == "sentencepiece") {
     return std::make_unique<SentencePieceTokenizer>(SentencePieceTokenizer::load(path));
   }
-  KVT_THROW(path, ": unknown tokenizer type '", type, "' (known types: ", joined_types(), ")");
+  KVT_THROW(path, ": unknown tokenizer type '", type,
+            "' (known types: ", join_names(tokenizer_types()), ")");
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, int64_t vocab_size,
@@ -43,7 +35,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, int64_t vocab
     return std::make_unique<SentencePieceTokenizer>(
         SentencePieceTokenizer::train(texts(), options));
   }
-  KVT_THROW("unknown tokenizer type '", type, "' (known types: ", joined_types(), ")");
+  KVT_THROW("unknown tokenizer type '", type, "' (known types: ", join_names(tokenizer_types()),
+            ")");
 }
 
 }  // namespace kvtune

@@ -90,7 +90,7 @@ LmCounts count_words(int64_t first_input, const torch::Tensor& targets,
 }
 
 LmCounts count_predictions(const torch::Tensor& logits, const torch::Tensor& targets,
-                           const torch::Tensor& token_bytes) {
+                           const torch::Tensor& token_bytes, const torch::Tensor& predictions) {
   KVT_CHECK(logits.dim() == 2 && targets.dim() == 1 && logits.size(0) == targets.size(0),
             "count_predictions: logits [N, V] and targets [N] expected, got ", logits.sizes(),
             " and ", targets.sizes());
@@ -103,7 +103,8 @@ LmCounts count_predictions(const torch::Tensor& logits, const torch::Tensor& tar
                logits.to(torch::kFloat64), t,
                torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                .item<double>();
-  c.correct = (logits.argmax(-1) == t).sum().item<int64_t>();
+  c.correct =
+      ((predictions.defined() ? predictions : logits.argmax(-1)) == t).sum().item<int64_t>();
   c.tokens = t.numel();
   c.bytes = token_bytes.to(t.device()).index_select(0, t).sum().item<int64_t>();
   return c;
@@ -148,12 +149,14 @@ LmMetrics evaluate_lm(const std::function<torch::Tensor(const torch::Tensor&)>& 
     const auto inputs = batch.narrow(1, 0, batch.size(1) - 1);
     const auto targets = batch.narrow(1, 1, batch.size(1) - 1).reshape({-1});
     const auto logits = logits_fn(inputs);
-    total += count_predictions(logits.reshape({-1, logits.size(-1)}), targets, tokens.byte_lengths);
-    const auto predictions = logits.argmax(-1).to(torch::kCPU);
+    const auto predictions = logits.argmax(-1);
+    total += count_predictions(logits.reshape({-1, logits.size(-1)}), targets, tokens.byte_lengths,
+                               predictions.reshape({-1}));
+    const auto cpu_predictions = predictions.to(torch::kCPU);
     const auto rows = batch.narrow(1, 1, batch.size(1) - 1).to(torch::kCPU);
     const auto first = batch.select(1, 0).to(torch::kCPU, torch::kInt64).contiguous();
     for (int64_t b = 0; b < batch.size(0); ++b) {
-      total += count_words(first.data_ptr<int64_t>()[b], rows[b], predictions[b], tokens.texts);
+      total += count_words(first.data_ptr<int64_t>()[b], rows[b], cpu_predictions[b], tokens.texts);
     }
     sequences += batch.size(0);
   }

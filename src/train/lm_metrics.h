@@ -50,9 +50,10 @@ TokenTable token_table(const Tokenizer& tokenizer);
 // Bytes of text each token id decodes to: token_table(tokenizer).byte_lengths.
 torch::Tensor token_byte_lengths(const Tokenizer& tokenizer);
 
-// logits [N, V] (any float type), targets [N] int64, token_bytes [V] int64.
+// logits [N, V] (any float type), targets [N] int64, token_bytes [V] int64; predictions [N],
+// when given, is logits' argmax already computed.
 LmCounts count_predictions(const torch::Tensor& logits, const torch::Tensor& targets,
-                           const torch::Tensor& token_bytes);
+                           const torch::Tensor& token_bytes, const torch::Tensor& predictions = {});
 
 // Whole-word accuracy under teacher forcing, the accuracy unit a byte and a subword model share.
 // A word is a maximal run of bytes other than ASCII whitespace in the targets' text (`texts` of

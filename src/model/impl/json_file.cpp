@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/names.h"
 #include "common/path_checks.h"
 
 namespace kvtune::detail {
@@ -34,11 +35,10 @@ int64_t json_int(const nlohmann::json& json, const std::string& key, const std::
 
 void check_json_keys(const nlohmann::json& json, const std::vector<std::string>& valid,
                      const std::string& path) {
-  std::string names;
-  for (const auto& v : valid) names += (names.empty() ? "" : ", ") + v;
   for (const auto& item : json.items()) {
     const bool known = std::find(valid.begin(), valid.end(), item.key()) != valid.end();
-    KVT_CHECK(known, path, ": unknown key '", item.key(), "' (valid keys: ", names, ")");
+    KVT_CHECK(known, path, ": unknown key '", item.key(), "' (valid keys: ", join_names(valid),
+              ")");
   }
 }
 

@@ -6,12 +6,6 @@
 
 namespace kvtune::impl {
 
-std::string join_names(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
-
 void check_one_of(const std::string& where, const std::string& key, const std::string& value,
                   const std::vector<std::string>& names) {
   KVT_CHECK(std::find(names.begin(), names.end(), value) != names.end(), where, ": key '", key,

@@ -6,10 +6,9 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/names.h"
 
 namespace kvtune::impl {
-
-std::string join_names(const std::vector<std::string>& names);
 
 void check_one_of(const std::string& where, const std::string& key, const std::string& value,
                   const std::vector<std::string>& names);
