@@ -54,6 +54,71 @@ TEST(SampleContinue, TheSameSeedGivesTheSameContinuation) {
   EXPECT_THROW(sample_continue(model, test_prompts(tok), o, s), Error);
 }
 
+// Reading a sequence in pieces through the cache gives the logits of one whole forward.
+TEST(ForwardCached, PiecesGiveTheWholeSequencesLogits) {
+  auto model = test::make_model(test::micro_config(), test::test_seed());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(7);
+  const auto tokens = test::random_tokens(3, 20);
+  const auto whole = model->forward(tokens);
+  KvCache cache;
+  std::vector<torch::Tensor> pieces;
+  int64_t at = 0;
+  for (const int64_t len : {5, 1, 1, 9, 4}) {
+    pieces.push_back(model->forward_cached(tokens.narrow(1, at, len), cache));
+    at += len;
+    EXPECT_EQ(cache.length, at);
+  }
+  const auto joined = torch::cat(pieces, 1);
+  ASSERT_EQ(joined.sizes(), whole.sizes());
+  EXPECT_LT((joined - whole).abs().max().item<double>(), 1e-4);
+  // A position past max_seq_len is refused.
+  EXPECT_THROW(model->forward_cached(test::random_tokens(3, 13), cache), Error);
+  // A batch that does not match the cache's is refused.
+  EXPECT_THROW(model->forward_cached(test::random_tokens(2, 1), cache), Error);
+}
+
+// Every token greedy_continue gives is the argmax of a whole forward over the prompt and the
+// tokens before it (up to float rounding of near ties), and a row ends at eos or max_new_tokens.
+TEST(GreedyContinue, EachTokenIsTheArgmaxOfTheWholePrefix) {
+  auto model = test::make_model(test::micro_config(), test::test_seed());
+  ByteTokenizer tok;
+  auto o = options_for(tok, 10);
+  o.batch_size = 2;  // prompts of different lengths share a batch, and a batch is left over
+  const auto prompts = test_prompts(tok);
+  const auto got = greedy_continue(model, prompts, o);
+  ASSERT_EQ(got.size(), prompts.size());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  int64_t checked = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto seq = prompts[i];
+    for (size_t j = 0; j <= got[i].size() && j < size_t(o.max_new_tokens); ++j) {
+      const auto logits = model->forward(torch::tensor(seq, torch::kInt64).unsqueeze(0))[0][-1];
+      const double top = logits.max().item<double>();
+      // After the last token given, the row ended at eos (or at max_new_tokens).
+      const int64_t next = j < got[i].size() ? got[i][j] : tok.eos_id();
+      EXPECT_GE(logits[next].item<double>(), top - 1e-4) << "prompt " << i << " token " << j;
+      seq.push_back(next);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 3 * 5);
+}
+
+TEST(SampleContinue, AContinuationDoesNotDependOnTheBatch) {
+  auto model = test::make_model(test::micro_config(), test::test_seed());
+  ByteTokenizer tok;
+  auto o = options_for(tok, 12);
+  SamplingOptions s;
+  s.temperature = 1.0;
+  s.seed = 5;
+  const auto together = sample_continue(model, test_prompts(tok), o, s);
+  o.batch_size = 1;
+  EXPECT_EQ(sample_continue(model, test_prompts(tok), o, s), together);
+}
+
 // Pearson's chi-square of `counts` against `probs` (cells with probability 0 must be empty).
 double chi_square(const std::vector<int64_t>& counts, const std::vector<double>& probs, int64_t n) {
   double chi2 = 0;

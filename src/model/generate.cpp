@@ -11,11 +11,15 @@ namespace kvtune {
 
 namespace {
 
-// Next ids of a batch: last_logits [rows, V] at each row's last position; rows marked done are
-// ignored (their entry is unused).
-using PickFn =
-    std::function<std::vector<int64_t>(const torch::Tensor& last_logits, const std::vector<bool>&)>;
+// Next ids of a batch: last_logits [rows, V] at each row's last position, for the rows of the
+// batch that starts at prompt `first`; rows marked skip are ignored (their entry is unused).
+using PickFn = std::function<std::vector<int64_t>(
+    const torch::Tensor& last_logits, const std::vector<bool>& skip, int64_t first)>;
 
+// Batched incremental decoding. A batch reads its shortest prompt's length at once, then one
+// position per step for every row: a row still inside its prompt reads its next prompt token, a
+// row past it reads the token it was given at the step before. Self-attention keys and values are
+// cached (KvCache), so each step costs one position per row.
 std::vector<std::vector<int64_t>> continue_prompts(TransformerLM& model,
                                                    const std::vector<std::vector<int64_t>>& prompts,
                                                    const GenerateOptions& options,
@@ -23,23 +27,27 @@ std::vector<std::vector<int64_t>> continue_prompts(TransformerLM& model,
   KVT_CHECK(options.max_new_tokens >= 0 && options.batch_size > 0,
             "generate: max_new_tokens must be >= 0 and batch_size > 0");
   const int64_t max_len = model->config().max_seq_len;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& p = prompts[i];
+    KVT_CHECK(!p.empty(), "generate: prompt ", i, " is empty");
+    KVT_CHECK(static_cast<int64_t>(p.size()) + options.max_new_tokens <= max_len,
+              "generate: prompt ", i, " has ", p.size(), " tokens; with ", options.max_new_tokens,
+              " new ones it exceeds the model's max_seq_len ", max_len,
+              " (ask for fewer new tokens or shorten the prompt)");
+  }
+  std::vector<std::vector<int64_t>> out(prompts.size());
+  if (options.max_new_tokens == 0) return out;
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
-  std::vector<std::vector<int64_t>> out(prompts.size());
   const int64_t n = static_cast<int64_t>(prompts.size());
   for (int64_t first = 0; first < n; first += options.batch_size) {
     const int64_t rows = std::min(options.batch_size, n - first);
-    std::vector<int64_t> length(rows);
-    int64_t longest = 0;
+    std::vector<int64_t> length(rows);  // tokens each row holds: prompt, then what it was given
+    int64_t shortest = max_len, longest = 0;
     for (int64_t r = 0; r < rows; ++r) {
-      const auto& p = prompts[first + r];
-      KVT_CHECK(!p.empty(), "generate: prompt ", first + r, " is empty");
-      KVT_CHECK(static_cast<int64_t>(p.size()) + options.max_new_tokens <= max_len,
-                "generate: prompt ", first + r, " has ", p.size(), " tokens; with ",
-                options.max_new_tokens, " new ones it exceeds the model's max_seq_len ", max_len,
-                " (ask for fewer new tokens or shorten the prompt)");
-      length[r] = static_cast<int64_t>(p.size());
+      length[r] = static_cast<int64_t>(prompts[first + r].size());
+      shortest = std::min(shortest, length[r]);
       longest = std::max(longest, length[r]);
     }
     auto tokens =
@@ -49,26 +57,34 @@ std::vector<std::vector<int64_t>> continue_prompts(TransformerLM& model,
       const auto& p = prompts[first + r];
       for (int64_t t = 0; t < length[r]; ++t) acc[r][t] = p[t];
     }
-    std::vector<bool> done(rows, false);
-    for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-      int64_t width = 0;
+    KvCache cache;
+    auto logits = model->forward_cached(tokens.narrow(1, 0, shortest), cache);
+    std::vector<bool> done(rows, false), skip(rows);
+    for (int64_t pos = shortest;; ++pos) {
+      // logits[:, -1] predicts position pos: rows whose sequence ends at pos pick a token there.
+      bool picking = false;
       for (int64_t r = 0; r < rows; ++r) {
-        if (!done[r]) width = std::max(width, length[r]);
+        skip[r] = done[r] || length[r] != pos;
+        picking = picking || !skip[r];
       }
-      if (width == 0) break;
-      const auto logits = model->forward(tokens.narrow(1, 0, width));
-      const auto positions = torch::tensor(length, torch::kInt64).clamp_max(width).sub(1);
-      const auto next_ids = pick(logits.index({torch::arange(rows), positions}), done);
-      for (int64_t r = 0; r < rows; ++r) {
-        if (done[r]) continue;
-        if (next_ids[r] == options.eos_id) {
-          done[r] = true;
-          continue;
+      if (picking) {
+        const auto next_ids = pick(logits.select(1, logits.size(1) - 1), skip, first);
+        for (int64_t r = 0; r < rows; ++r) {
+          if (skip[r]) continue;
+          auto& o = out[first + r];
+          if (next_ids[r] == options.eos_id) {
+            done[r] = true;
+            continue;
+          }
+          o.push_back(next_ids[r]);
+          acc[r][length[r]++] = next_ids[r];
+          if (static_cast<int64_t>(o.size()) == options.max_new_tokens) done[r] = true;
         }
-        out[first + r].push_back(next_ids[r]);
-        acc[r][length[r]] = next_ids[r];
-        ++length[r];
       }
+      if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+      // Every row not done holds a token at pos (pos < length[r] <= max_len); done rows read
+      // whatever is there, which no row that is still going ever sees.
+      logits = model->forward_cached(tokens.narrow(1, pos, 1), cache);
     }
   }
   if (was_training) model->train();
@@ -81,7 +97,7 @@ std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
                                                   const std::vector<std::vector<int64_t>>& prompts,
                                                   const GenerateOptions& options) {
   return continue_prompts(model, prompts, options,
-                          [](const torch::Tensor& last_logits, const std::vector<bool>&) {
+                          [](const torch::Tensor& last_logits, const std::vector<bool>&, int64_t) {
                             const auto next = last_logits.argmax(-1).contiguous();
                             const auto* ids = next.data_ptr<int64_t>();
                             return std::vector<int64_t>(ids, ids + next.numel());
@@ -97,16 +113,24 @@ std::vector<std::vector<int64_t>> sample_continue(TransformerLM& model,
   KVT_CHECK(sampling.top_k >= 0, "generate: top-k must be >= 0 (0 = every token), got ",
             sampling.top_k);
   if (sampling.temperature == 0.0) return greedy_continue(model, prompts, options);
-  std::mt19937_64 rng(sampling.seed);
-  return continue_prompts(model, prompts, options,
-                          [&](const torch::Tensor& last_logits, const std::vector<bool>& done) {
-                            std::vector<int64_t> ids(done.size(), -1);
-                            for (size_t r = 0; r < done.size(); ++r) {
-                              if (!done[r])
-                                ids[r] = sample_next_token(last_logits[r], sampling, rng);
-                            }
-                            return ids;
-                          });
+  // One generator per prompt, seeded with (seed, prompt number): a prompt's continuation does
+  // not depend on the batch it runs in or on the other prompts.
+  std::vector<std::mt19937_64> rngs;
+  rngs.reserve(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::seed_seq seq{static_cast<uint32_t>(sampling.seed), static_cast<uint32_t>(sampling.seed >> 32),
+                      static_cast<uint32_t>(i), static_cast<uint32_t>(uint64_t(i) >> 32)};
+    rngs.emplace_back(seq);
+  }
+  return continue_prompts(
+      model, prompts, options,
+      [&](const torch::Tensor& last_logits, const std::vector<bool>& skip, int64_t first) {
+        std::vector<int64_t> ids(skip.size(), -1);
+        for (size_t r = 0; r < skip.size(); ++r) {
+          if (!skip[r]) ids[r] = sample_next_token(last_logits[r], sampling, rngs[first + r]);
+        }
+        return ids;
+      });
 }
 
 int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& sampling,

@@ -26,16 +26,17 @@ struct SamplingOptions {
 };
 
 // For each prompt (token ids, bos included when wanted), the greedy (argmax) continuation of at
-// most max_new_tokens ids. Prompts in one batch are right-padded: the model is causal, so padding
-// after a row's last token never changes that row's predictions. A prompt plus its continuation
-// must fit the model's max_seq_len (longer prompts are a kvtune::Error).
+// most max_new_tokens ids. Decoding is incremental (TransformerLM::forward_cached): each new token
+// costs one position, not the whole prefix; prompts of different lengths share a batch. A prompt
+// plus its continuation must fit the model's max_seq_len (longer prompts are a kvtune::Error).
 std::vector<std::vector<int64_t>> greedy_continue(TransformerLM& model,
                                                   const std::vector<std::vector<int64_t>>& prompts,
                                                   const GenerateOptions& options);
 
-// As greedy_continue, with each next token drawn by sample_next_token from one generator seeded
-// with sampling.seed (rows in order, step by step). temperature 0 is greedy_continue exactly.
-// The same prompts, options and seed give the same continuations on every run and thread count.
+// As greedy_continue, with each next token drawn by sample_next_token from a generator per prompt,
+// seeded with (sampling.seed, the prompt's number). temperature 0 is greedy_continue exactly.
+// The same prompts, options and seed give the same continuations on every run, thread count and
+// batch size.
 std::vector<std::vector<int64_t>> sample_continue(TransformerLM& model,
                                                   const std::vector<std::vector<int64_t>>& prompts,
                                                   const GenerateOptions& options,

@@ -57,12 +57,17 @@ TransformerLMImpl::TransformerLMImpl(ModelConfig config) : config_(std::move(con
 }
 
 torch::Tensor TransformerLMImpl::forward(const torch::Tensor& tokens) {
+  KvCache cache;
+  return forward_cached(tokens, cache);
+}
+
+torch::Tensor TransformerLMImpl::forward_cached(const torch::Tensor& tokens, KvCache& cache) {
   KVT_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong,
             "transformer: tokens must be an int64 tensor [batch, time], got ", tokens.scalar_type(),
             " of shape ", tokens.sizes());
-  const int64_t T = tokens.size(1);
-  KVT_CHECK(T > 0 && T <= config_.max_seq_len, "transformer: sequence length ", T,
-            " is outside [1, max_seq_len = ", config_.max_seq_len,
+  const int64_t T = tokens.size(1), past = cache.length;
+  KVT_CHECK(T > 0 && past >= 0 && past + T <= config_.max_seq_len, "transformer: sequence length ",
+            past + T, " is outside [1, max_seq_len = ", config_.max_seq_len,
             "]: cut the input into windows of at most max_seq_len tokens");
   if (tokens.numel() > 0) {
     const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
@@ -70,10 +75,20 @@ torch::Tensor TransformerLMImpl::forward(const torch::Tensor& tokens) {
               "] but the vocabulary is [0, ", config_.vocab_size,
               "): encode text with the model's tokenizer");
   }
-  const auto positions = torch::arange(T, tokens.options());
+  if (past == 0) {
+    cache.keys.assign(blocks_.size(), torch::Tensor());
+    cache.values.assign(blocks_.size(), torch::Tensor());
+  }
+  KVT_CHECK(cache.keys.size() == blocks_.size() && cache.values.size() == blocks_.size(),
+            "transformer: the cache holds ", cache.keys.size(), " blocks, the model has ",
+            blocks_.size());
+  const auto positions = torch::arange(past, past + T, tokens.options());
   auto x = token_embedding->forward(tokens) + position_embedding->forward(positions);
   x = torch::dropout(x, config_.dropout, is_training());
-  for (auto& block : blocks_) x = block->forward(x);
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    x = blocks_[b]->forward_cached(x, cache.keys[b], cache.values[b]);
+  }
+  cache.length = past + T;
   x = final_norm->forward(x);
   return torch::nn::functional::linear(x, token_embedding->weight);
 }

@@ -13,6 +13,13 @@
 
 namespace kvtune {
 
+// The self-attention keys and values of the positions a model has already read, per block: what
+// incremental decoding (forward_cached) reuses instead of reading the prefix again.
+struct KvCache {
+  std::vector<torch::Tensor> keys, values;  // per block, [B, n_heads, length, d_model / n_heads]
+  int64_t length = 0;                       // positions cached
+};
+
 class TransformerLMImpl : public torch::nn::Module {
  public:
   // Validates `config` (kvtune::Error on a bad one). Memory layers start with no bank attached:
@@ -21,6 +28,11 @@ class TransformerLMImpl : public torch::nn::Module {
 
   // tokens [B, T] int64 in [0, vocab_size), T <= max_seq_len -> logits [B, T, vocab_size].
   torch::Tensor forward(const torch::Tensor& tokens);
+  // tokens [B, T] at positions cache.length .. cache.length + T - 1 of sequences whose earlier
+  // positions are in `cache` (empty at first) -> their logits [B, T, vocab_size]; the cache then
+  // holds them too. In eval mode, reading a sequence in pieces gives forward()'s logits (up to
+  // float rounding: the products are blocked differently). length + T <= max_seq_len.
+  torch::Tensor forward_cached(const torch::Tensor& tokens, KvCache& cache);
 
   // In block order (the i-th memory layer is in the i-th smallest of memory_blocks).
   std::vector<MemoryLayer> memory_layers() const;

@@ -27,19 +27,30 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t d_model, int64_t n_head
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
+  torch::Tensor keys, values;  // nothing before x
+  return forward_cached(x, keys, values);
+}
+
+torch::Tensor CausalSelfAttentionImpl::forward_cached(const torch::Tensor& x, torch::Tensor& keys,
+                                                      torch::Tensor& values) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), Dh = C / n_heads_;
   // [B, T, C] -> [B, H, T, Dh]
   auto split = [&](const torch::Tensor& t) { return t.view({B, T, n_heads_, Dh}).transpose(1, 2); };
   const auto q = split(q_.forward(x));
-  const auto k = split(k_.forward(x));
-  const auto v = split(v_.forward(x));
-  auto scores = q.matmul(k.transpose(-2, -1)) / std::sqrt(static_cast<double>(Dh));
-  const auto pos = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
-  const auto future = pos.unsqueeze(0) > pos.unsqueeze(1);  // [T, T]: key j after query i
+  const int64_t past = keys.defined() ? keys.size(2) : 0;
+  KVT_CHECK(past == 0 || (keys.size(0) == B && values.defined() && values.sizes() == keys.sizes()),
+            "self-attention: the cached keys and values do not match a batch of ", B);
+  keys = past == 0 ? split(k_.forward(x)) : torch::cat({keys, split(k_.forward(x))}, 2);
+  values = past == 0 ? split(v_.forward(x)) : torch::cat({values, split(v_.forward(x))}, 2);
+  auto scores = q.matmul(keys.transpose(-2, -1)) / std::sqrt(static_cast<double>(Dh));
+  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+  const auto query_pos = torch::arange(past, past + T, opts);
+  const auto key_pos = torch::arange(past + T, opts);
+  const auto future = key_pos.unsqueeze(0) > query_pos.unsqueeze(1);  // [T, past + T]
   scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
   auto probs = torch::softmax(scores, -1);
   probs = torch::dropout(probs, dropout_, is_training());
-  const auto y = probs.matmul(v).transpose(1, 2).contiguous().view({B, T, C});
+  const auto y = probs.matmul(values).transpose(1, 2).contiguous().view({B, T, C});
   return torch::dropout(out_.forward(y), dropout_, is_training());
 }
 
@@ -72,7 +83,13 @@ TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, bool has_m
 }
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
-  auto h = x + attn->forward(ln1->forward(x));
+  torch::Tensor keys, values;
+  return forward_cached(x, keys, values);
+}
+
+torch::Tensor TransformerBlockImpl::forward_cached(const torch::Tensor& x, torch::Tensor& keys,
+                                                   torch::Tensor& values) {
+  auto h = x + attn->forward_cached(ln1->forward(x), keys, values);
   const auto normed = ln2->forward(h);
   if (ffn) h = h + ffn->forward(normed);
   if (memory) h = h + memory->forward(normed);

@@ -18,6 +18,10 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
   CausalSelfAttentionImpl(int64_t d_model, int64_t n_heads, double dropout);
   torch::Tensor forward(const torch::Tensor& x);
+  // Incremental decoding: x [B, T_new, d_model] holds the positions that follow the `keys` and
+  // `values` already computed ([B, H, T_past, Dh], undefined when T_past = 0); the new ones are
+  // appended to them. Equal to forward() on the whole sequence, position by position.
+  torch::Tensor forward_cached(const torch::Tensor& x, torch::Tensor& keys, torch::Tensor& values);
   // q, k, v, out: the layers LoRA wraps.
   std::vector<AdaptableLinear*> linears() { return {&q_, &k_, &v_, &out_}; }
 
@@ -45,6 +49,8 @@ class TransformerBlockImpl : public torch::nn::Module {
  public:
   TransformerBlockImpl(const ModelConfig& config, bool has_memory);
   torch::Tensor forward(const torch::Tensor& x);
+  // forward() of the positions after those whose self-attention keys and values are cached.
+  torch::Tensor forward_cached(const torch::Tensor& x, torch::Tensor& keys, torch::Tensor& values);
   // Every linear of the self-attention and the feed-forward (none of the memory layer).
   std::vector<AdaptableLinear*> linears();
 
