@@ -79,6 +79,40 @@ TEST_P(TopkEqualsDense, SmallKIsTheSoftmaxOverTheTopKSet) {
   EXPECT_LT(rel_error(r.scores, std::get<0>(top)), rel_tol(dtype));
 }
 
+// "dense" without autograd runs blocked (256 queries x 8192 keys per block, online softmax):
+// several query blocks, key blocks and banks against the float64 reference, its top-k against
+// the top-k of the full scores, and the same output with autograd on.
+TEST_P(TopkEqualsDense, BlockedDenseEqualsTheReferenceAcrossBlocks) {
+  torch::manual_seed(test::test_seed());
+  const auto dtype = GetParam();
+  const int64_t dk = 8, dv = 3, k = 5;
+  const auto banks = make_banks({9000, 300, 8192}, dk, dv, dtype);
+  const auto q = torch::randn({300, dk}, torch::kFloat64).to(dtype);
+  KnnAttentionOptions opts;
+  opts.estimator = "dense";
+  opts.k = k;
+  opts.scale = 6.0;
+  const auto r = knn_attention(q, banks.views(), opts);
+  EXPECT_LT(rel_error(r.output, dense_reference(q, banks, 6.0)), rel_tol(dtype));
+  auto qd = q.to(torch::kFloat64);
+  qd = qd / qd.norm(2, -1, true);
+  std::vector<torch::Tensor> ks;
+  for (const auto& key : banks.keys) ks.push_back(key.to(torch::kFloat64));
+  const auto top = (6.0 * qd.matmul(torch::cat(ks).t())).topk(k, -1);
+  EXPECT_TRUE(torch::equal(r.ids, std::get<1>(top)));
+  EXPECT_LT(rel_error(r.scores, std::get<0>(top)), rel_tol(dtype));
+  const auto with_grad = knn_attention(q.clone().requires_grad_(true), banks.views(), opts);
+  EXPECT_LT(rel_error(with_grad.output.detach(), r.output), rel_tol(dtype));
+  // k above the number of keys: padded with -1 ids and -inf scores, as with autograd.
+  const auto small = make_banks({4}, dk, dv, dtype);
+  opts.k = 6;
+  const auto padded = knn_attention(q.narrow(0, 0, 2), small.views(), opts);
+  EXPECT_EQ(padded.ids[0][5].item<int64_t>(), -1);
+  EXPECT_TRUE(std::isinf(padded.scores[1][4].item<double>()));
+  EXPECT_LT(rel_error(padded.output, dense_reference(q.narrow(0, 0, 2), small, 6.0)),
+            rel_tol(dtype));
+}
+
 INSTANTIATE_TEST_SUITE_P(Attention, TopkEqualsDense,
                          ::testing::Values(torch::kFloat64, torch::kFloat32));
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "attention/knn_attention.h"
+#include "attention/retrieval.h"
 #include "attention_test_util.h"
 #include "common/check.h"
 #include "test_util.h"
@@ -224,6 +225,19 @@ TEST(SampledBackward, ExactAndDenseBackwardsAttachToAnyForward) {
     EXPECT_TRUE(torch::allclose(d.dq, dense.dq, 1e-12, 1e-12)) << fwd;
     EXPECT_TRUE(torch::allclose(d.dk, dense.dk, 1e-12, 1e-12)) << fwd;
     EXPECT_TRUE(torch::allclose(d.dv, dense.dv, 1e-12, 1e-12)) << fwd;
+  }
+}
+
+// A step searches the banks once: the backward reuses the forward's retrieval, whichever
+// backward is attached ("dense" scores every key and searches nothing).
+TEST(SampledBackward, AStepSearchesOnceWhateverTheBackward) {
+  const Problem p(test::test_seed(), 120, 80, 3, 8, 4, 5.0, 6);
+  for (const std::string fwd : {"topk", "gumbel", "topk+tail", "dense"}) {
+    for (const std::string bwd : {"exact", "sampled", "dense"}) {
+      const int64_t before = search_count();
+      gradients(p, fwd, bwd, 4, 3);
+      EXPECT_EQ(search_count() - before, fwd == "dense" ? 0 : 1) << fwd << " with " << bwd;
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "attention/estimator.h"
+#include "attention/impl/estimators.h"
 #include "attention/impl/sampled_backward.h"
 #include "common/check.h"
 #ifdef KVTUNE_WITH_CUDA
@@ -14,10 +15,12 @@ namespace kvtune {
 
 namespace {
 
-// The backward an estimator's own autograd gives ("" for the forward-only sampled ones).
+// The backward an estimator's own autograd gives ("" for the forward-only sampled ones). "dense"
+// has none here: without grad it runs blocked, with grad as plain torch ops, whose outputs differ
+// in rounding; so its value always comes from the blocked form, with the autograd form's
+// gradient attached, like every other pair.
 std::string own_backward(const std::string& estimator) {
   if (estimator == "topk") return "exact";
-  if (estimator == "dense") return "dense";
   return "";
 }
 
@@ -163,8 +166,11 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
       r.output = impl::with_sampled_backward(q_unit, banks, resolved, r.output, r.ids);
     } else {
       // "exact" or "dense": that op's own autograd, with zero value (g - g.detach() is 0 exactly).
-      const auto g = make_estimator(resolved.backward == "exact" ? "topk" : "dense")
-                         ->forward(q_unit, banks, resolved);
+      // "exact" selects from the forward's own retrieval (r.ids, the merged top-k of every
+      // estimator): a step searches the index once.
+      const auto g = resolved.backward == "exact"
+                         ? impl::topk_from_candidates(q_unit, banks, resolved, r.ids)
+                         : make_estimator("dense")->forward(q_unit, banks, resolved);
       r.output = r.output + (g.output - g.output.detach());
     }
   }

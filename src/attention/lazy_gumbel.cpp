@@ -53,10 +53,11 @@ ScoreFn make_bank_scorer(const std::vector<BankView>& banks, const torch::Tensor
   }
   auto rows = std::make_shared<const impl::BankRows>(banks);
   const auto qd = q.detach().to(torch::kFloat64).contiguous().reshape({-1});
-  std::vector<double> qv(qd.data_ptr<double>(), qd.data_ptr<double>() + qd.numel());
-  return [rows, qv = std::move(qv), scale](const int64_t* ids, int64_t count, double* scores) {
-    for (int64_t i = 0; i < count; ++i) scores[i] = rows->score(qv.data(), ids[i], scale);
-  };
+  auto qv = std::make_shared<std::vector<double>>(qd.data_ptr<double>(),
+                                                  qd.data_ptr<double>() + qd.numel());
+  // The scorer points into *rows and *qv: the closure keeps both alive.
+  return [rows, qv, score = rows->scorer(qv->data(), scale)](
+             const int64_t* ids, int64_t count, double* scores) { score(ids, count, scores); };
 }
 
 TailIds::TailIds(std::vector<int64_t> s_ids, int64_t n) : sorted_(std::move(s_ids)), n_(n) {
@@ -67,6 +68,13 @@ TailIds::TailIds(std::vector<int64_t> s_ids, int64_t n) : sorted_(std::move(s_id
             "the top-k ids must lie in [0, n) with n = ", n);
   before_.resize(sorted_.size());
   for (size_t j = 0; j < sorted_.size(); ++j) before_[j] = sorted_[j] - static_cast<int64_t>(j);
+}
+
+int64_t TailIds::Walk::operator()(int64_t t) {
+  KVT_CHECK(t >= last_, "TailIds::Walk: positions must ascend");
+  last_ = t;
+  while (j_ < ids_.before_.size() && ids_.before_[j_] <= t) ++j_;
+  return t + static_cast<int64_t>(j_);
 }
 
 int64_t TailIds::operator()(int64_t t) const {
@@ -102,61 +110,110 @@ LazyGumbelSampler::LazyGumbelSampler(const int64_t* top_ids, const double* top_s
 
 LazyGumbelDraw LazyGumbelSampler::draw(SamplerRng& rng) {
   LazyGumbelDraw d;
-  double best = -std::numeric_limits<double>::infinity();
-  for (size_t j = 0; j < ids_.size(); ++j) {
-    const double v = scores_[j] + gumbel(rng);
-    if (v > best) {
-      best = v;
-      d.id = ids_[j];
-      d.score = scores_[j];
-    }
-  }
-  const int64_t tail_n = tail_.size();
-  if (tail_n == 0) return d;
-
-  // A tail key (score <= s_min) can win only if its Gumbel exceeds B = M - s_min; those events
-  // are i.i.d. Bernoulli(pB) given S's Gumbels. Their positions are found by geometric skips
-  // (gap ~ Geometric(pB), by inversion): m ~ Binomial(n - k, pB) keys, uniform given m, in
-  // O(m + 1) time and with no Binomial tables.
-  const double b = best - s_min_;
-  const double p = gumbel_tail_probability(b);
-  const double log_q = std::log1p(-p);  // log(1 - pB): < 0, -inf when pB == 1
-  tail_scratch_.clear();
-  if (p > 0 && log_q < 0) {
-    double t = -1;
-    for (;;) {
-      const double gap = std::isinf(log_q) ? 0.0 : std::floor(std::log(open_uniform(rng)) / log_q);
-      t += 1 + gap;
-      if (!(t < static_cast<double>(tail_n))) break;
-      tail_scratch_.push_back(tail_(static_cast<int64_t>(t)));
-    }
-  }
-  const int64_t m = static_cast<int64_t>(tail_scratch_.size());
-  d.tail_scored = m;
-  if (m == 0) return d;
-  score_scratch_.resize(static_cast<size_t>(m));
-  score_(tail_scratch_.data(), m, score_scratch_.data());
-  for (int64_t i = 0; i < m; ++i) {
-    const double s = score_scratch_[i];
-    if (s > s_min_) ++above_threshold_;
-    const double v = s + truncated_gumbel(b, p, rng);
-    if (v > best) {
-      best = v;
-      d.id = tail_scratch_[i];
-      d.score = s;
-    }
-  }
+  draw(1, rng, &d);
   return d;
 }
 
 int64_t LazyGumbelSampler::draw(int64_t count, SamplerRng& rng, int64_t* ids) {
+  draws_.resize(static_cast<size_t>(count));
+  draw(count, rng, draws_.data());
   int64_t scored = 0;
   for (int64_t i = 0; i < count; ++i) {
-    const auto d = draw(rng);
-    ids[i] = d.id;
-    scored += d.tail_scored;
+    ids[i] = draws_[i].id;
+    scored += draws_[i].tail_scored;
   }
   return scored;
+}
+
+void LazyGumbelSampler::draw(int64_t count, SamplerRng& rng, LazyGumbelDraw* out) {
+  // Three phases, with the random numbers taken in the order one draw at a time would take
+  // them (the top-k Gumbels, the tail positions, the tail Gumbels), so the draws are the same:
+  // 1. every draw's top-k winner, tail keys and their truncated Gumbels;
+  // 2. the union of all draws' tail keys scored once, in id order;
+  // 3. every draw's winner among its top-k winner and its tail keys.
+  const int64_t tail_n = tail_.size();
+  tail_scratch_.clear();
+  gumbel_scratch_.clear();
+  starts_.assign(1, 0);
+  std::vector<double>& best = best_scratch_;
+  best.assign(static_cast<size_t>(count), -std::numeric_limits<double>::infinity());
+  for (int64_t c = 0; c < count; ++c) {
+    LazyGumbelDraw& d = out[c];
+    d = LazyGumbelDraw();
+    for (size_t j = 0; j < ids_.size(); ++j) {
+      const double v = scores_[j] + gumbel(rng);
+      if (v > best[c]) {
+        best[c] = v;
+        d.id = ids_[j];
+        d.score = scores_[j];
+      }
+    }
+    if (tail_n > 0) {
+      // A tail key (score <= s_min) can win only if its Gumbel exceeds B = M - s_min; those
+      // events are i.i.d. Bernoulli(pB) given S's Gumbels. Their positions are found by
+      // geometric skips (gap ~ Geometric(pB), by inversion): m ~ Binomial(n - k, pB) keys,
+      // uniform given m, in O(m + 1) time and with no Binomial tables. Positions ascend, so
+      // their ids come from one merge walk over S (TailIds::Walk).
+      const double b = best[c] - s_min_;
+      const double p = gumbel_tail_probability(b);
+      const double log_q = std::log1p(-p);  // log(1 - pB): < 0, -inf when pB == 1
+      const size_t first = tail_scratch_.size();
+      if (p > 0 && log_q < 0) {
+        TailIds::Walk walk(tail_);
+        double t = -1;
+        for (;;) {
+          const double gap =
+              std::isinf(log_q) ? 0.0 : std::floor(std::log(open_uniform(rng)) / log_q);
+          t += 1 + gap;
+          if (!(t < static_cast<double>(tail_n))) break;
+          tail_scratch_.push_back(walk(static_cast<int64_t>(t)));
+        }
+      }
+      for (size_t i = first; i < tail_scratch_.size(); ++i) {
+        gumbel_scratch_.push_back(truncated_gumbel(b, p, rng));
+      }
+      d.tail_scored = static_cast<int64_t>(tail_scratch_.size() - first);
+    }
+    starts_.push_back(static_cast<int64_t>(tail_scratch_.size()));
+  }
+  const int64_t m = static_cast<int64_t>(tail_scratch_.size());
+  if (m == 0) return;
+
+  // Phase 2: each distinct tail key scored once, in increasing id order.
+  order_.resize(static_cast<size_t>(m));
+  for (int64_t i = 0; i < m; ++i) order_[i] = i;
+  std::sort(order_.begin(), order_.end(), [this](int64_t a, int64_t b) {
+    return tail_scratch_[a] < tail_scratch_[b] || (tail_scratch_[a] == tail_scratch_[b] && a < b);
+  });
+  unique_ids_.clear();
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t id = tail_scratch_[order_[i]];
+    if (unique_ids_.empty() || unique_ids_.back() != id) unique_ids_.push_back(id);
+  }
+  const int64_t u = static_cast<int64_t>(unique_ids_.size());
+  unique_scores_.resize(static_cast<size_t>(u));
+  score_(unique_ids_.data(), u, unique_scores_.data());
+  score_scratch_.resize(static_cast<size_t>(m));
+  for (int64_t i = 0, j = -1; i < m; ++i) {
+    if (i == 0 || tail_scratch_[order_[i]] != tail_scratch_[order_[i - 1]]) ++j;
+    score_scratch_[order_[i]] = unique_scores_[j];
+  }
+  unique_scored_ += u;
+
+  // Phase 3.
+  for (int64_t c = 0; c < count; ++c) {
+    LazyGumbelDraw& d = out[c];
+    for (int64_t i = starts_[c]; i < starts_[c + 1]; ++i) {
+      const double s = score_scratch_[i];
+      if (s > s_min_) ++above_threshold_;
+      const double v = s + gumbel_scratch_[i];
+      if (v > best[c]) {
+        best[c] = v;
+        d.id = tail_scratch_[i];
+        d.score = s;
+      }
+    }
+  }
 }
 
 }  // namespace kvtune

@@ -51,8 +51,9 @@ double truncated_gumbel(double b, double tail_p, SamplerRng& rng);
 using ScoreFn = std::function<void(const int64_t* ids, int64_t count, double* scores)>;
 
 // Scores scale * <q, k_id> of global ids over banks (ids as in knn_attention.h: bank b's row i
-// is offset(b) + i), computed in double from the banks' float32 or float64 keys. `q` [dk] is
-// copied; the banks' tensors must outlive the function. Thread-safe.
+// is offset(b) + i), as the sampled estimators score them: in double for float64 keys, in float32
+// (faiss's SIMD inner product) for float32 keys. `q` [dk] is copied; the banks' tensors must
+// outlive the function. Thread-safe.
 ScoreFn make_bank_scorer(const std::vector<BankView>& banks, const torch::Tensor& q, double scale);
 
 // The keys not in a set S of global ids in [0, n), numbered 0 .. n - |S| - 1 in increasing id
@@ -62,6 +63,18 @@ class TailIds {
   TailIds(std::vector<int64_t> s_ids, int64_t n);
   int64_t size() const { return n_ - static_cast<int64_t>(sorted_.size()); }
   int64_t operator()(int64_t t) const;
+
+  // tail_id of ascending positions by one merge walk over S: O(count + |S|) for all of them.
+  class Walk {
+   public:
+    explicit Walk(const TailIds& ids) : ids_(ids) {}
+    int64_t operator()(int64_t t);  // t >= the previous call's t
+
+   private:
+    const TailIds& ids_;
+    size_t j_ = 0;
+    int64_t last_ = -1;
+  };
 
  private:
   std::vector<int64_t> sorted_;  // S, ascending
@@ -86,8 +99,13 @@ class LazyGumbelSampler {
 
   // One exact draw from softmax(s) over all n keys.
   LazyGumbelDraw draw(SamplerRng& rng);
-  // `count` draws into ids[count]; returns the total number of tail keys scored.
+  // `count` draws: the same draws as `count` calls of draw(rng), but the tail keys of all of
+  // them are scored together, each distinct key once (one call of the score function).
+  void draw(int64_t count, SamplerRng& rng, LazyGumbelDraw* out);
+  // The same, into ids[count]; returns the tail keys the draws examined (sum of tail_scored).
   int64_t draw(int64_t count, SamplerRng& rng, int64_t* ids);
+  // Distinct tail keys scored so far (over every call): at most the sum of tail_scored.
+  int64_t unique_scored() const { return unique_scored_; }
 
   int64_t k() const { return static_cast<int64_t>(ids_.size()); }
   int64_t n() const { return n_; }
@@ -102,9 +120,13 @@ class LazyGumbelSampler {
   double s_min_;
   TailIds tail_;
   ScoreFn score_;
-  std::vector<int64_t> tail_scratch_;
-  std::vector<double> score_scratch_;
+  // Scratch of draw(count, ...): every draw's tail keys one after the other (draw c's from
+  // starts_[c]), their truncated Gumbels and scores; the keys' sort order and distinct keys.
+  std::vector<int64_t> tail_scratch_, starts_, order_, unique_ids_;
+  std::vector<double> gumbel_scratch_, score_scratch_, unique_scores_, best_scratch_;
+  std::vector<LazyGumbelDraw> draws_;
   int64_t above_threshold_ = 0;
+  int64_t unique_scored_ = 0;
 };
 
 }  // namespace kvtune

@@ -1,6 +1,7 @@
 #include "attention/retrieval.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "common/check.h"
 
@@ -14,8 +15,17 @@ std::pair<int, int64_t> locate_global_id(const std::vector<int64_t>& offsets, in
   return {b, id - offsets[b]};
 }
 
+namespace {
+std::atomic<int64_t> searches{0};
+}  // namespace
+
+int64_t search_count() {
+  return searches.load();
+}
+
 torch::Tensor search_candidates(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
                                 int64_t k) {
+  ++searches;
   const int64_t R = q_unit.size(0);
   const int64_t dk = q_unit.size(1);
   const auto q32 = q_unit.detach().to(torch::kFloat32).contiguous();

@@ -15,6 +15,10 @@ namespace kvtune {
 torch::Tensor search_candidates(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
                                 int64_t k);
 
+// How many times search_candidates has run in this process (all threads): what tests use to
+// check that a step searches once.
+int64_t search_count();
+
 // The bank of a global id and its row there: {bank, row}, or {-1, -1} for an invalid id.
 std::pair<int, int64_t> locate_global_id(const std::vector<int64_t>& offsets, int64_t total,
                                          int64_t id);

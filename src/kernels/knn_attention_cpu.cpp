@@ -67,22 +67,25 @@ void topk_attention_forward(const T* q, int64_t R, int64_t dk, int64_t dv,
 
       int64_t* ids_r = top_ids + r * k;
       T* scores_r = top_scores + r * k;
+      for (int64_t j = 0; j < kept; ++j) {
+        ids_r[j] = scored[j].second;
+        scores_r[j] = scored[j].first;
+      }
+      for (int64_t j = kept; j < k; ++j) {
+        ids_r[j] = -1;
+        scores_r[j] = neg_inf;
+      }
+      if (probs == nullptr) continue;  // the selection only
       T* probs_r = probs + r * k;
       T* out_r = out + r * dv;
       std::fill(out_r, out_r + dv, T(0));
       const T max_score = kept > 0 ? scored[0].first : T(0);
       T z = 0;
       for (int64_t j = 0; j < kept; ++j) {
-        ids_r[j] = scored[j].second;
-        scores_r[j] = scored[j].first;
         probs_r[j] = std::exp(scored[j].first - max_score);
         z += probs_r[j];
       }
-      for (int64_t j = kept; j < k; ++j) {
-        ids_r[j] = -1;
-        scores_r[j] = neg_inf;
-        probs_r[j] = 0;
-      }
+      for (int64_t j = kept; j < k; ++j) probs_r[j] = 0;
       for (int64_t j = 0; j < kept; ++j) {
         probs_r[j] /= z;
         int64_t row;

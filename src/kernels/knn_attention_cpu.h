@@ -21,7 +21,8 @@ struct BankPointers {
 // For each row r: exact scores of its C candidates cand[r, :] (global ids, -1 = none), the best
 // k kept (score descending, ties to the smaller id), softmax over them, values aggregated.
 // Outputs: top_ids [R, k] (-1 padded), top_scores [R, k] (-inf padded), probs [R, k] (0 padded),
-// out [R, dv]. A row with no valid candidate gets out = 0.
+// out [R, dv]. A row with no valid candidate gets out = 0. probs and out both null: the selection
+// only (top_ids and top_scores), with no softmax and no aggregation.
 template <typename T>
 void topk_attention_forward(const T* q, int64_t R, int64_t dk, int64_t dv,
                             const BankPointers<T>* banks, int nbanks, const int64_t* cand,

@@ -1,29 +1,38 @@
-// Read access to the rows of several banks by global id, in double, for the sampled estimators
-// (lazy Gumbel, top-k + tail) and the sampled backward: scores of arbitrary ids, weighted sums
-// of key and value rows, dot products with value rows. Holds
-// raw pointers (no torch calls per row, safe inside OpenMP loops) and references to the
-// tensors so they stay alive.
+// Read access to the rows of several banks by global id, for the sampled estimators (lazy
+// Gumbel, top-k + tail) and the sampled backward: scores of arbitrary ids, weighted sums of key
+// and value rows, dot products with value rows. Raw pointers taken once at construction (no
+// torch call per row, safe inside OpenMP loops), with references to the tensors so they stay
+// alive.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <vector>
 
+#include <faiss/utils/distances.h>
 #include <torch/torch.h>
 
 #include "attention/bank_view.h"
 #include "attention/knn_attention.h"
-#include "attention/retrieval.h"
 
 namespace kvtune::impl {
 
 class BankRows {
  public:
   // Banks already checked (check_attention_inputs): float32 or float64, contiguous.
-  explicit BankRows(const std::vector<BankView>& banks) : offsets_(bank_offsets(banks)) {
+  explicit BankRows(const std::vector<BankView>& banks) {
     for (const auto& b : banks) {
       keys_.push_back(b.keys.detach());
       values_.push_back(b.values.detach());
+      Bank p;
+      p.f64 = b.keys.scalar_type() == torch::kFloat64;
+      p.keys = b.keys.data_ptr();
+      p.values = b.values.data_ptr();
+      p.offset = total_;
+      p.rows = b.size();
+      banks_.push_back(p);
       total_ += b.size();
     }
     dk_ = keys_[0].size(1);
@@ -33,67 +42,96 @@ class BankRows {
   int64_t total() const { return total_; }
   int64_t dk() const { return dk_; }
   int64_t dv() const { return dv_; }
+  bool float64() const { return banks_[0].f64; }
 
-  // scale * <q, k_id> in double; -inf for an id outside [0, total).
-  double score(const double* q, int64_t id, double scale) const {
-    const auto [b, row] = locate_global_id(offsets_, total_, id);
-    if (b < 0) return -std::numeric_limits<double>::infinity();
-    const auto& keys = keys_[b];
-    double s = 0;
-    if (keys.scalar_type() == torch::kFloat64) {
-      const double* k = keys.data_ptr<double>() + row * dk_;
-      for (int64_t j = 0; j < dk_; ++j) s += q[j] * k[j];
-    } else {
-      const float* k = keys.data_ptr<float>() + row * dk_;
-      for (int64_t j = 0; j < dk_; ++j) s += q[j] * static_cast<double>(k[j]);
+  // scores[i] = scale * <q, k_ids[i]> for i < count, -inf for an id outside [0, total): the one
+  // score routine of the sampled estimators and the sampled backward, for the top-k and the tail
+  // alike, so a tail score and the top-k's minimum always come from the same arithmetic. float64
+  // banks are scored in double; float32 banks in float32 with faiss's SIMD inner product, against
+  // q rounded to float32 (q32, dk values).
+  void score_ids(const double* q, const float* q32, const int64_t* ids, int64_t count,
+                 double scale, double* scores) const {
+    const bool one_bank = banks_.size() == 1;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t id = ids[i];
+      if (id < 0 || id >= total_) {
+        scores[i] = -std::numeric_limits<double>::infinity();
+        continue;
+      }
+      const Bank& b = one_bank ? banks_[0] : bank_of(id);
+      const int64_t row = id - b.offset;
+      if (b.f64) {
+        const double* k = static_cast<const double*>(b.keys) + row * dk_;
+        double s = 0;
+        for (int64_t j = 0; j < dk_; ++j) s += q[j] * k[j];
+        scores[i] = scale * s;
+      } else {
+        const float* k = static_cast<const float*>(b.keys) + row * dk_;
+        scores[i] = scale * static_cast<double>(
+                                faiss::fvec_inner_product(q32, k, static_cast<size_t>(dk_)));
+      }
     }
-    return scale * s;
+  }
+
+  // score_ids for one query row, as a ScoreFn-shaped callable (it owns q's float32 copy).
+  std::function<void(const int64_t*, int64_t, double*)> scorer(const double* q,
+                                                               double scale) const {
+    auto q32 = std::make_shared<std::vector<float>>(q, q + dk_);
+    return [this, q, q32, scale](const int64_t* ids, int64_t count, double* scores) {
+      score_ids(q, q32->data(), ids, count, scale, scores);
+    };
   }
 
   // <x, v_id> in double (id must be valid).
   double value_dot(int64_t id, const double* x) const {
-    const auto [b, row] = locate_global_id(offsets_, total_, id);
-    const auto& values = values_[b];
+    const Bank& b = bank_of(id);
+    const int64_t row = id - b.offset;
     double s = 0;
-    if (values.scalar_type() == torch::kFloat64) {
-      const double* v = values.data_ptr<double>() + row * dv_;
+    if (b.f64) {
+      const double* v = static_cast<const double*>(b.values) + row * dv_;
       for (int64_t j = 0; j < dv_; ++j) s += x[j] * v[j];
     } else {
-      const float* v = values.data_ptr<float>() + row * dv_;
+      const float* v = static_cast<const float*>(b.values) + row * dv_;
       for (int64_t j = 0; j < dv_; ++j) s += x[j] * static_cast<double>(v[j]);
     }
     return s;
   }
 
   // out[dk] += w * k_id (id must be valid).
-  void add_key(int64_t id, double w, double* out) const {
-    const auto [b, row] = locate_global_id(offsets_, total_, id);
-    const auto& keys = keys_[b];
-    if (keys.scalar_type() == torch::kFloat64) {
-      const double* k = keys.data_ptr<double>() + row * dk_;
-      for (int64_t j = 0; j < dk_; ++j) out[j] += w * k[j];
-    } else {
-      const float* k = keys.data_ptr<float>() + row * dk_;
-      for (int64_t j = 0; j < dk_; ++j) out[j] += w * static_cast<double>(k[j]);
-    }
-  }
-
+  void add_key(int64_t id, double w, double* out) const { add_row(id, w, out, true); }
   // out[dv] += w * v_id (id must be valid).
-  void add_value(int64_t id, double w, double* out) const {
-    const auto [b, row] = locate_global_id(offsets_, total_, id);
-    const auto& values = values_[b];
-    if (values.scalar_type() == torch::kFloat64) {
-      const double* v = values.data_ptr<double>() + row * dv_;
-      for (int64_t j = 0; j < dv_; ++j) out[j] += w * v[j];
-    } else {
-      const float* v = values.data_ptr<float>() + row * dv_;
-      for (int64_t j = 0; j < dv_; ++j) out[j] += w * static_cast<double>(v[j]);
-    }
-  }
+  void add_value(int64_t id, double w, double* out) const { add_row(id, w, out, false); }
 
  private:
+  struct Bank {
+    const void* keys = nullptr;
+    const void* values = nullptr;
+    int64_t offset = 0, rows = 0;
+    bool f64 = false;
+  };
+
+  // The bank holding a valid global id (a few banks: a linear scan).
+  const Bank& bank_of(int64_t id) const {
+    size_t b = 0;
+    while (b + 1 < banks_.size() && id >= banks_[b + 1].offset) ++b;
+    return banks_[b];
+  }
+
+  void add_row(int64_t id, double w, double* out, bool key) const {
+    const Bank& b = bank_of(id);
+    const int64_t row = id - b.offset, d = key ? dk_ : dv_;
+    const void* base = key ? b.keys : b.values;
+    if (b.f64) {
+      const double* x = static_cast<const double*>(base) + row * d;
+      for (int64_t j = 0; j < d; ++j) out[j] += w * x[j];
+    } else {
+      const float* x = static_cast<const float*>(base) + row * d;
+      for (int64_t j = 0; j < d; ++j) out[j] += w * static_cast<double>(x[j]);
+    }
+  }
+
   std::vector<torch::Tensor> keys_, values_;
-  std::vector<int64_t> offsets_;
+  std::vector<Bank> banks_;
   int64_t total_ = 0, dk_ = 0, dv_ = 0;
 };
 

@@ -12,4 +12,11 @@ std::unique_ptr<Estimator> make_dense_estimator();
 std::unique_ptr<Estimator> make_gumbel_estimator();
 std::unique_ptr<Estimator> make_topk_tail_estimator();
 
+// "topk" over given candidates (int64 [R, C] global ids, -1 = none) instead of a search: the
+// backward of a step reuses its forward's retrieval, so a step searches once.
+KnnAttentionResult topk_from_candidates(const torch::Tensor& q_unit,
+                                        const std::vector<BankView>& banks,
+                                        const KnnAttentionOptions& options,
+                                        const torch::Tensor& candidates);
+
 }  // namespace kvtune::impl

@@ -24,17 +24,14 @@ class GumbelEstimator : public Estimator {
     return sampled_forward(
         name(), q_unit, banks, options, [&](const BankRows& rows, const SampledRow& row) {
           const int64_t dv = rows.dv();
-          const ScoreFn score = [&rows, &row, &options](const int64_t* ids, int64_t count,
-                                                        double* scores) {
-            for (int64_t i = 0; i < count; ++i)
-              scores[i] = rows.score(row.q, ids[i], options.scale);
-          };
-          LazyGumbelSampler sampler(row.top_ids, row.top_scores, row.k, rows.total(), score);
+          LazyGumbelSampler sampler(row.top_ids, row.top_scores, row.k, rows.total(), *row.score);
+          std::vector<int64_t> drawn(static_cast<size_t>(samples));
+          sampler.draw(samples, *row.rng, drawn.data());  // every tail scored in one pass
           std::vector<double> means(static_cast<size_t>(groups * dv), 0.0);
-          for (int64_t g = 0; g < groups; ++g) {
+          for (int64_t g = 0, at = 0; g < groups; ++g) {
             const int64_t size = (g + 1) * samples / groups - g * samples / groups;
-            for (int64_t i = 0; i < size; ++i) {
-              rows.add_value(sampler.draw(*row.rng).id, 1.0 / size, means.data() + g * dv);
+            for (int64_t i = 0; i < size; ++i, ++at) {
+              rows.add_value(drawn[at], 1.0 / size, means.data() + g * dv);
             }
           }
           std::vector<double> column(static_cast<size_t>(groups));

@@ -83,11 +83,8 @@ struct SampledBackwardFunction : public torch::autograd::Function<SampledBackwar
           const double* dor = gp + r * dv;
           double D = 0;
           for (int64_t j = 0; j < dv; ++j) D += dor[j] * op[r * dv + j];
-          for (int64_t j = 0; j < k; ++j) top_scores[j] = rows.score(qr, ip[r * k + j], scale);
-          const ScoreFn score = [&rows, qr, scale](const int64_t* list, int64_t count,
-                                                   double* out_scores) {
-            for (int64_t i = 0; i < count; ++i) out_scores[i] = rows.score(qr, list[i], scale);
-          };
+          const ScoreFn score = rows.scorer(qr, scale);
+          score(ip + r * k, k, top_scores.data());
           LazyGumbelSampler sampler(ip + r * k, top_scores.data(), k, rows.total(), score);
           SamplerRng rng(stream_seed(family, static_cast<uint64_t>(r)));
           sampler.draw(s, rng, drawn.data());

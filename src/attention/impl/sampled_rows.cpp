@@ -2,6 +2,8 @@
 
 #include <exception>
 
+#include <ATen/Dispatch.h>
+
 #include "attention/retrieval.h"
 #include "common/check.h"
 #include "kernels/knn_attention_cpu.h"
@@ -19,36 +21,23 @@ KnnAttentionResult sampled_forward(const std::string& name, const torch::Tensor&
   const BankRows rows(banks);
   const int64_t dv = rows.dv();
 
-  // The merged top-k exactly as "topk" selects it (the kernel's output itself is not used).
+  // The merged top-k exactly as "topk" selects it (no softmax, no aggregation).
   const auto cand = search_candidates(q, banks, k);
   auto top_ids = torch::empty({R, k}, torch::kInt64);
   auto top_scores = torch::empty({R, k}, q.options());
-  {
-    auto probs = torch::empty({R, k}, q.options());
-    auto unused = torch::empty({R, dv}, q.options());
-    std::vector<kernels::BankPointers<double>> p64;
-    std::vector<kernels::BankPointers<float>> p32;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sampled_forward_select", [&] {
+    std::vector<kernels::BankPointers<scalar_t>> ptrs;
     int64_t offset = 0;
     for (const auto& b : banks) {
-      if (q.scalar_type() == torch::kFloat64)
-        p64.push_back({b.keys.data_ptr<double>(), b.values.data_ptr<double>(), b.size(), offset});
-      else
-        p32.push_back({b.keys.data_ptr<float>(), b.values.data_ptr<float>(), b.size(), offset});
+      ptrs.push_back(
+          {b.keys.data_ptr<scalar_t>(), b.values.data_ptr<scalar_t>(), b.size(), offset});
       offset += b.size();
     }
-    if (q.scalar_type() == torch::kFloat64) {
-      kernels::topk_attention_forward<double>(
-          q.data_ptr<double>(), R, dk, dv, p64.data(), static_cast<int>(p64.size()),
-          cand.data_ptr<int64_t>(), cand.size(1), k, options.scale, top_ids.data_ptr<int64_t>(),
-          top_scores.data_ptr<double>(), probs.data_ptr<double>(), unused.data_ptr<double>());
-    } else {
-      kernels::topk_attention_forward<float>(
-          q.data_ptr<float>(), R, dk, dv, p32.data(), static_cast<int>(p32.size()),
-          cand.data_ptr<int64_t>(), cand.size(1), k, static_cast<float>(options.scale),
-          top_ids.data_ptr<int64_t>(), top_scores.data_ptr<float>(), probs.data_ptr<float>(),
-          unused.data_ptr<float>());
-    }
-  }
+    kernels::topk_attention_forward<scalar_t>(
+        q.data_ptr<scalar_t>(), R, dk, dv, ptrs.data(), static_cast<int>(ptrs.size()),
+        cand.data_ptr<int64_t>(), cand.size(1), k, static_cast<scalar_t>(options.scale),
+        top_ids.data_ptr<int64_t>(), top_scores.data_ptr<scalar_t>(), nullptr, nullptr);
+  });
 
   const auto qd = q.to(torch::kFloat64).contiguous();
   auto out = torch::zeros({R, dv}, torch::kFloat64);
@@ -64,11 +53,10 @@ KnnAttentionResult sampled_forward(const std::string& name, const torch::Tensor&
       try {
         // Re-score the top-k in double, as the tail keys are scored: every comparison of a
         // tail score with the top-k's minimum then uses the same arithmetic.
-        for (int64_t j = 0; j < k; ++j) {
-          scores[j] = rows.score(qp + r * dk, ids[r * k + j], options.scale);
-        }
+        const ScoreFn score = rows.scorer(qp + r * dk, options.scale);
+        score(ids + r * k, k, scores.data());
         SamplerRng rng(stream_seed(options.seed, static_cast<uint64_t>(r)));
-        fn(rows, {qp + r * dk, ids + r * k, scores.data(), k, &rng, op + r * dv});
+        fn(rows, {qp + r * dk, ids + r * k, scores.data(), k, &rng, op + r * dv, &score});
       } catch (...) {
 #pragma omp critical(kvtune_sampled_forward)
         if (!error) error = std::current_exception();

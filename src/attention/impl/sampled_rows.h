@@ -1,6 +1,6 @@
 // The driver shared by the sampled estimators ("gumbel", "topk+tail"): the merged exact top-k
 // of all banks per query row (as "topk" computes it), then a per-row function with the row's
-// own RNG stream, in parallel over rows, in double; the output converted to the op's dtype.
+// own RNG stream and score routine, in parallel over rows, in double; the output converted to the op's dtype.
 #pragma once
 
 #include <functional>
@@ -20,6 +20,7 @@ struct SampledRow {
   int64_t k;
   SamplerRng* rng;  // seeded with stream_seed(options.seed, row)
   double* out;      // [dv], zeroed
+  const ScoreFn* score;  // scores of any global ids for this row (BankRows::scorer)
 };
 
 using SampledRowFn = std::function<void(const BankRows& rows, const SampledRow& row)>;

@@ -6,6 +6,7 @@
 #include "attention/impl/estimators.h"
 #include "attention/impl/row_gradient.h"
 #include "attention/retrieval.h"
+#include "common/check.h"
 #include "kernels/knn_attention_cpu.h"
 
 namespace kvtune::impl {
@@ -18,6 +19,7 @@ struct TopkArgs {
   const std::vector<BankView>* banks;
   int64_t k;
   double scale;
+  const torch::Tensor* candidates;  // [R, C] global ids to select from; null: search the banks
 };
 
 template <typename T>
@@ -38,7 +40,8 @@ struct TopkFunction : public torch::autograd::Function<TopkFunction> {
     const int64_t R = q_unit.size(0), dk = q_unit.size(1);
     const int64_t dv = bank_tensors[1].size(1);
     const int64_t k = args.k;
-    const auto cand = search_candidates(q_unit, *args.banks, k);
+    const auto cand = args.candidates != nullptr ? args.candidates->contiguous()
+                                                 : search_candidates(q_unit, *args.banks, k);
     const auto q = q_unit.contiguous();
     std::vector<torch::Tensor> tensors(bank_tensors.begin(), bank_tensors.end());
 
@@ -129,24 +132,40 @@ struct TopkFunction : public torch::autograd::Function<TopkFunction> {
   }
 };
 
+KnnAttentionResult topk_attention(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
+                                  const KnnAttentionOptions& options,
+                                  const torch::Tensor* candidates) {
+  std::vector<torch::Tensor> tensors;
+  for (const auto& b : banks) {
+    tensors.push_back(b.keys);
+    tensors.push_back(b.values);
+  }
+  const TopkArgs args{&banks, options.k, options.scale, candidates};
+  auto outs = TopkFunction::apply(q_unit, at::TensorList(tensors), args);
+  return {outs[0], outs[1], outs[2]};
+}
+
 class TopkEstimator : public Estimator {
  public:
   std::string name() const override { return "topk"; }
 
   KnnAttentionResult forward(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
                              const KnnAttentionOptions& options) const override {
-    std::vector<torch::Tensor> tensors;
-    for (const auto& b : banks) {
-      tensors.push_back(b.keys);
-      tensors.push_back(b.values);
-    }
-    const TopkArgs args{&banks, options.k, options.scale};
-    auto outs = TopkFunction::apply(q_unit, at::TensorList(tensors), args);
-    return {outs[0], outs[1], outs[2]};
+    return topk_attention(q_unit, banks, options, nullptr);
   }
 };
 
 }  // namespace
+
+KnnAttentionResult topk_from_candidates(const torch::Tensor& q_unit,
+                                        const std::vector<BankView>& banks,
+                                        const KnnAttentionOptions& options,
+                                        const torch::Tensor& candidates) {
+  KVT_CHECK(candidates.dim() == 2 && candidates.size(0) == q_unit.size(0) &&
+                candidates.scalar_type() == torch::kInt64,
+            "topk: candidates must be int64 [", q_unit.size(0), ", C], got ", candidates.sizes());
+  return topk_attention(q_unit, banks, options, &candidates);
+}
 
 std::unique_ptr<Estimator> make_topk_estimator() {
   return std::make_unique<TopkEstimator>();

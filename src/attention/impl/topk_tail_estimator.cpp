@@ -22,13 +22,8 @@ class TopkTailEstimator : public Estimator {
               options.tail_samples);
     return sampled_forward(
         name(), q_unit, banks, options, [&](const BankRows& rows, const SampledRow& row) {
-          const ScoreFn score = [&rows, &row, &options](const int64_t* ids, int64_t count,
-                                                        double* scores) {
-            for (int64_t i = 0; i < count; ++i)
-              scores[i] = rows.score(row.q, ids[i], options.scale);
-          };
           const auto s = topk_tail_sample(row.top_ids, row.top_scores, row.k, rows.total(),
-                                          options.tail_samples, score, *row.rng);
+                                          options.tail_samples, *row.score, *row.rng);
           const double shift = *std::max_element(s.scores.begin(), s.scores.end());
           std::vector<double> w(s.ids.size());
           double z = 0;
