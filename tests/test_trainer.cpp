@@ -423,6 +423,18 @@ TEST_F(TrainerTest, ResumeReachesTheSameWeightsAsAnUninterruptedRun) {
     const auto second = finetune(r, parts, /*resume=*/true);
     EXPECT_EQ(second.train.first_step, 3);
     EXPECT_EQ(second.train.steps, 6);
+    // Resuming the finished run trains nothing, and reports the wall time the run spent
+    // (metrics.jsonl's last elapsed_seconds, counted across the resume), not this call's.
+    const auto third = finetune(r, parts, /*resume=*/true);
+    EXPECT_EQ(third.train.first_step, 6);
+    double logged = -1;
+    std::ifstream metrics(parts + "/metrics.jsonl");
+    for (std::string line; std::getline(metrics, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("elapsed_seconds")) logged = j["elapsed_seconds"].get<double>();
+    }
+    EXPECT_GT(logged, 0);
+    EXPECT_GE(third.train.seconds, logged);
 
     const auto a = load_run_model(whole + "/model");
     const auto b = load_run_model(parts + "/model");

@@ -22,6 +22,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The training wall time a resumed run had spent before `step`: the elapsed_seconds of the last
+// metrics.jsonl line at or before it (0 when there is none). Lines that do not parse are skipped:
+// a run killed mid-write leaves a partial last line.
+double elapsed_before(const std::string& metrics, int64_t step) {
+  std::ifstream in(metrics);
+  double elapsed = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("elapsed_seconds") || !j.contains("step")) continue;
+    if (!j["step"].is_number_integer() || !j["elapsed_seconds"].is_number()) continue;
+    if (j["step"].get<int64_t>() <= step) elapsed = j["elapsed_seconds"].get<double>();
+  }
+  return elapsed;
+}
+
 int64_t g_stop_after = 0;
 
 class JsonlLog {
@@ -122,7 +137,11 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
     outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, row_opt.get());
     std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
   }
-  JsonlLog log((fs::path(out_dir) / "metrics.jsonl").string(), resume && outcome.first_step > 0);
+  const std::string metrics = (fs::path(out_dir) / "metrics.jsonl").string();
+  // Wall time is counted across resumes: what the earlier runs spent, then this one's.
+  const double earlier_seconds =
+      outcome.first_step > 0 ? elapsed_before(metrics, outcome.first_step) : 0.0;
+  JsonlLog log(metrics, resume && outcome.first_step > 0);
   Progress progress(r.name, outcome.first_step, t.steps, t.log_every);
   s.model->train();
   double loss_value = 0;
@@ -169,7 +188,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
                  {"loss", loss_value},
                  {"lr", o.lr * lr_scale},
                  {"tokens_per_second", progress.tokens_per_second()},
-                 {"elapsed_seconds", progress.elapsed_seconds()}});
+                 {"elapsed_seconds", earlier_seconds + progress.elapsed_seconds()}});
     }
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !evals.empty()) {
       nlohmann::json e;
@@ -183,7 +202,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
   }
   progress.finish();
   outcome.steps = step;
-  outcome.seconds = progress.elapsed_seconds();
+  outcome.seconds = earlier_seconds + progress.elapsed_seconds();
   outcome.tokens_per_second = progress.tokens_per_second();
   outcome.final_loss = loss_value;
   if (step < t.steps) {
