@@ -105,6 +105,11 @@ LazyGumbelSampler::LazyGumbelSampler(const int64_t* top_ids, const double* top_s
   }
   KVT_CHECK(!ids_.empty(), "lazy Gumbel needs at least one top-k id (got none of ", k, ")");
   s_min_ = *std::min_element(scores_.begin(), scores_.end());
+  const double s_max = *std::max_element(scores_.begin(), scores_.end());
+  double total = 0;
+  cdf_.reserve(scores_.size());
+  for (const double x : scores_) cdf_.push_back(total += std::exp(x - s_max));
+  log_z_ = s_max + std::log(total);
   KVT_CHECK(tail_.size() == 0 || score_, "lazy Gumbel: a score function is needed when k < n");
 }
 
@@ -127,7 +132,8 @@ int64_t LazyGumbelSampler::draw(int64_t count, SamplerRng& rng, int64_t* ids) {
 
 void LazyGumbelSampler::draw(int64_t count, SamplerRng& rng, LazyGumbelDraw* out) {
   // Three phases, with the random numbers taken in the order one draw at a time would take
-  // them (the top-k Gumbels, the tail positions, the tail Gumbels), so the draws are the same:
+  // them (S's maximum and winner, the tail positions, the tail Gumbels), so the draws are the
+  // same:
   // 1. every draw's top-k winner, tail keys and their truncated Gumbels;
   // 2. the union of all draws' tail keys scored once, in id order;
   // 3. every draw's winner among its top-k winner and its tail keys.
@@ -140,14 +146,17 @@ void LazyGumbelSampler::draw(int64_t count, SamplerRng& rng, LazyGumbelDraw* out
   for (int64_t c = 0; c < count; ++c) {
     LazyGumbelDraw& d = out[c];
     d = LazyGumbelDraw();
-    for (size_t j = 0; j < ids_.size(); ++j) {
-      const double v = scores_[j] + gumbel(rng);
-      if (v > best[c]) {
-        best[c] = v;
-        d.id = ids_[j];
-        d.score = scores_[j];
-      }
-    }
+    // The Gumbel-max over S without k Gumbels: M = max_j (s_j + G_j) is Gumbel(log Z_S) and
+    // the argmax is distributed as softmax over S, independently of M. So one Gumbel gives M
+    // and one uniform, by inverse CDF over S, the winner: O(log k) per draw, and the same joint
+    // law of (M, winner), which is all the tail test below uses.
+    best[c] = log_z_ + gumbel(rng);
+    const double u = open_uniform(rng) * cdf_.back();
+    const size_t j = std::min<size_t>(
+        static_cast<size_t>(std::upper_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin()),
+        ids_.size() - 1);
+    d.id = ids_[j];
+    d.score = scores_[j];
     if (tail_n > 0) {
       // A tail key (score <= s_min) can win only if its Gumbel exceeds B = M - s_min; those
       // events are i.i.d. Bernoulli(pB) given S's Gumbels. Their positions are found by

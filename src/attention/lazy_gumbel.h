@@ -116,6 +116,8 @@ class LazyGumbelSampler {
  private:
   std::vector<int64_t> ids_;
   std::vector<double> scores_;
+  std::vector<double> cdf_;  // cumulative exp(s_j - max s) over S, in the order given
+  double log_z_ = 0;         // log sum_j exp(s_j) over S
   int64_t n_;
   double s_min_;
   TailIds tail_;
