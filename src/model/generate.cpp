@@ -13,8 +13,8 @@ namespace {
 
 // Next ids of a batch: last_logits [rows, V] at each row's last position, for the rows of the
 // batch that starts at prompt `first`; rows marked skip are ignored (their entry is unused).
-using PickFn = std::function<std::vector<int64_t>(
-    const torch::Tensor& last_logits, const std::vector<bool>& skip, int64_t first)>;
+using PickFn = std::function<std::vector<int64_t>(const torch::Tensor& last_logits,
+                                                  const std::vector<bool>& skip, int64_t first)>;
 
 // Batched incremental decoding. A batch reads its shortest prompt's length at once, then one
 // position per step for every row: a row still inside its prompt reads its next prompt token, a
@@ -118,8 +118,9 @@ std::vector<std::vector<int64_t>> sample_continue(TransformerLM& model,
   std::vector<std::mt19937_64> rngs;
   rngs.reserve(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
-    std::seed_seq seq{static_cast<uint32_t>(sampling.seed), static_cast<uint32_t>(sampling.seed >> 32),
-                      static_cast<uint32_t>(i), static_cast<uint32_t>(uint64_t(i) >> 32)};
+    std::seed_seq seq{static_cast<uint32_t>(sampling.seed),
+                      static_cast<uint32_t>(sampling.seed >> 32), static_cast<uint32_t>(i),
+                      static_cast<uint32_t>(uint64_t(i) >> 32)};
     rngs.emplace_back(seq);
   }
   return continue_prompts(
