@@ -12,6 +12,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -269,6 +270,86 @@ TEST(LazyGumbelExactness, SameSeedSameSamples) {
   };
   EXPECT_EQ(run(seed), run(seed));
   EXPECT_NE(run(seed), run(seed + 1));
+}
+
+// Many draws in one call are the draws one call each would give (same stream), and their tail
+// keys reach the score function once: one call, each distinct key once, in increasing id order,
+// exactly the union of the keys the single draws scored.
+TEST(LazyGumbelExactness, ManyDrawsAtOnceAreTheSingleDrawsScoringEachKeyOnce) {
+  const uint64_t seed = test::test_seed();
+  for (const auto& c : exactness_cases(seed)) {
+    const auto top = top_k(c.s, c.k);
+    std::vector<std::vector<int64_t>> calls;
+    const ScoreFn recording = [&](const int64_t* ids, int64_t count, double* out) {
+      calls.emplace_back(ids, ids + count);
+      for (int64_t i = 0; i < count; ++i) out[i] = c.s[ids[i]];
+    };
+    constexpr int64_t kDrawsHere = 300;
+    LazyGumbelSampler one(top.ids.data(), top.scores.data(), c.k, kN, recording);
+    SamplerRng rng_one(seed);
+    std::vector<LazyGumbelDraw> singles;
+    for (int64_t i = 0; i < kDrawsHere; ++i) singles.push_back(one.draw(rng_one));
+    std::set<int64_t> union_of_singles;
+    for (const auto& call : calls) union_of_singles.insert(call.begin(), call.end());
+
+    calls.clear();
+    LazyGumbelSampler many(top.ids.data(), top.scores.data(), c.k, kN, recording);
+    SamplerRng rng_many(seed);
+    std::vector<LazyGumbelDraw> batch(kDrawsHere);
+    many.draw(kDrawsHere, rng_many, batch.data());
+    for (int64_t i = 0; i < kDrawsHere; ++i) {
+      EXPECT_EQ(batch[i].id, singles[i].id) << c.name << " draw " << i;
+      EXPECT_EQ(batch[i].score, singles[i].score) << c.name << " draw " << i;
+      EXPECT_EQ(batch[i].tail_scored, singles[i].tail_scored) << c.name << " draw " << i;
+    }
+    EXPECT_EQ(rng_many(), rng_one()) << c.name << ": the streams were consumed differently";
+    ASSERT_LE(calls.size(), 1u) << c.name;
+    const std::vector<int64_t> scored = calls.empty() ? std::vector<int64_t>() : calls[0];
+    EXPECT_EQ(scored, std::vector<int64_t>(union_of_singles.begin(), union_of_singles.end()))
+        << c.name;
+    EXPECT_EQ(many.above_threshold(), one.above_threshold()) << c.name;
+  }
+}
+
+// Over banks, make_bank_scorer (the score routine of the sampler, the sampled estimators and the
+// sampled backward) gives scale * <q, k_id> as a row-by-row float64 loop does: to 1e-12 for
+// float64 banks, and within float32 rounding for float32 banks; -inf for ids outside the banks.
+TEST(LazyGumbelBanks, BatchedScoresEqualRowByRowFloat64Scores) {
+  torch::manual_seed(test::test_seed());
+  const int64_t dk = 40, n0 = 300, n1 = 77;
+  const double scale = 6.0;
+  for (const auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const auto banks = test::make_banks({n0, n1}, dk, 3, dtype);
+    const auto q = torch::randn({dk}, torch::kFloat64);
+    const auto scorer = make_bank_scorer(banks.views(), q, scale);
+    std::vector<int64_t> ids = {-1, n0 + n1, n0 + n1 + 5};
+    for (int64_t i = 0; i < 500; ++i) ids.push_back((i * 7919) % (n0 + n1));
+    std::vector<double> got(ids.size());
+    scorer(ids.data(), static_cast<int64_t>(ids.size()), got.data());
+    const auto k0 = banks.keys[0].to(torch::kFloat64).contiguous();
+    const auto k1 = banks.keys[1].to(torch::kFloat64).contiguous();
+    const double* qp = q.data_ptr<double>();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const int64_t id = ids[i];
+      if (id < 0 || id >= n0 + n1) {
+        EXPECT_TRUE(std::isinf(got[i]) && got[i] < 0) << "id " << id;
+        continue;
+      }
+      const double* key =
+          id < n0 ? k0.data_ptr<double>() + id * dk : k1.data_ptr<double>() + (id - n0) * dk;
+      double want = 0, magnitude = 0;
+      for (int64_t j = 0; j < dk; ++j) {
+        want += qp[j] * key[j];
+        magnitude += std::abs(qp[j] * key[j]);
+      }
+      want *= scale;
+      // float32: q rounded to float32 (relative 2^-24 per coordinate) and a float32 sum of dk
+      // products (at most dk * 2^-24 of the magnitude each way).
+      const double tol = dtype == torch::kFloat64 ? 1e-12 * scale * magnitude
+                                                  : (dk + 2) * 0x1p-24 * scale * magnitude;
+      EXPECT_NEAR(got[i], want, tol) << "id " << id << " dtype " << dtype;
+    }
+  }
 }
 
 // Test 2: E[m] = (n - k) e^{s_min} / (e^{s_min} + Z_S) <= (n - k) / (k + 1) (derivation in

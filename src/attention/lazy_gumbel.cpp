@@ -195,25 +195,21 @@ void LazyGumbelSampler::draw(int64_t count, SamplerRng& rng, LazyGumbelDraw* out
     return tail_scratch_[a] < tail_scratch_[b] || (tail_scratch_[a] == tail_scratch_[b] && a < b);
   });
   unique_ids_.clear();
+  slot_.resize(static_cast<size_t>(m));  // slot_[i]: tail key i's place among the distinct ones
   for (int64_t i = 0; i < m; ++i) {
     const int64_t id = tail_scratch_[order_[i]];
     if (unique_ids_.empty() || unique_ids_.back() != id) unique_ids_.push_back(id);
+    slot_[order_[i]] = static_cast<int64_t>(unique_ids_.size()) - 1;
   }
   const int64_t u = static_cast<int64_t>(unique_ids_.size());
   unique_scores_.resize(static_cast<size_t>(u));
   score_(unique_ids_.data(), u, unique_scores_.data());
-  score_scratch_.resize(static_cast<size_t>(m));
-  for (int64_t i = 0, j = -1; i < m; ++i) {
-    if (i == 0 || tail_scratch_[order_[i]] != tail_scratch_[order_[i - 1]]) ++j;
-    score_scratch_[order_[i]] = unique_scores_[j];
-  }
-  unique_scored_ += u;
 
   // Phase 3.
   for (int64_t c = 0; c < count; ++c) {
     LazyGumbelDraw& d = out[c];
     for (int64_t i = starts_[c]; i < starts_[c + 1]; ++i) {
-      const double s = score_scratch_[i];
+      const double s = unique_scores_[slot_[i]];
       if (s > s_min_) ++above_threshold_;
       const double v = s + gumbel_scratch_[i];
       if (v > best[c]) {

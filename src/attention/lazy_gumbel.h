@@ -104,8 +104,6 @@ class LazyGumbelSampler {
   void draw(int64_t count, SamplerRng& rng, LazyGumbelDraw* out);
   // The same, into ids[count]; returns the tail keys the draws examined (sum of tail_scored).
   int64_t draw(int64_t count, SamplerRng& rng, int64_t* ids);
-  // Distinct tail keys scored so far (over every call): at most the sum of tail_scored.
-  int64_t unique_scored() const { return unique_scored_; }
 
   int64_t k() const { return static_cast<int64_t>(ids_.size()); }
   int64_t n() const { return n_; }
@@ -123,12 +121,12 @@ class LazyGumbelSampler {
   TailIds tail_;
   ScoreFn score_;
   // Scratch of draw(count, ...): every draw's tail keys one after the other (draw c's from
-  // starts_[c]), their truncated Gumbels and scores; the keys' sort order and distinct keys.
-  std::vector<int64_t> tail_scratch_, starts_, order_, unique_ids_;
-  std::vector<double> gumbel_scratch_, score_scratch_, unique_scores_, best_scratch_;
+  // starts_[c]) and their truncated Gumbels; the keys' sort order, the distinct keys with their
+  // scores, and each key's place among them.
+  std::vector<int64_t> tail_scratch_, starts_, order_, unique_ids_, slot_;
+  std::vector<double> gumbel_scratch_, unique_scores_, best_scratch_;
   std::vector<LazyGumbelDraw> draws_;
   int64_t above_threshold_ = 0;
-  int64_t unique_scored_ = 0;
 };
 
 }  // namespace kvtune

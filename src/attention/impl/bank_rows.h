@@ -16,13 +16,14 @@
 
 #include "attention/bank_view.h"
 #include "attention/knn_attention.h"
+#include "attention/retrieval.h"
 
 namespace kvtune::impl {
 
 class BankRows {
  public:
   // Banks already checked (check_attention_inputs): float32 or float64, contiguous.
-  explicit BankRows(const std::vector<BankView>& banks) {
+  explicit BankRows(const std::vector<BankView>& banks) : offsets_(bank_offsets(banks)) {
     for (const auto& b : banks) {
       keys_.push_back(b.keys.detach());
       values_.push_back(b.values.detach());
@@ -31,7 +32,6 @@ class BankRows {
       p.keys = b.keys.data_ptr();
       p.values = b.values.data_ptr();
       p.offset = total_;
-      p.rows = b.size();
       banks_.push_back(p);
       total_ += b.size();
     }
@@ -42,15 +42,14 @@ class BankRows {
   int64_t total() const { return total_; }
   int64_t dk() const { return dk_; }
   int64_t dv() const { return dv_; }
-  bool float64() const { return banks_[0].f64; }
 
   // scores[i] = scale * <q, k_ids[i]> for i < count, -inf for an id outside [0, total): the one
   // score routine of the sampled estimators and the sampled backward, for the top-k and the tail
   // alike, so a tail score and the top-k's minimum always come from the same arithmetic. float64
   // banks are scored in double; float32 banks in float32 with faiss's SIMD inner product, against
   // q rounded to float32 (q32, dk values).
-  void score_ids(const double* q, const float* q32, const int64_t* ids, int64_t count,
-                 double scale, double* scores) const {
+  void score_ids(const double* q, const float* q32, const int64_t* ids, int64_t count, double scale,
+                 double* scores) const {
     const bool one_bank = banks_.size() == 1;
     for (int64_t i = 0; i < count; ++i) {
       // Gathered rows are a cache miss each: ask for the row kPrefetch ids ahead, so that
@@ -119,15 +118,13 @@ class BankRows {
   struct Bank {
     const void* keys = nullptr;
     const void* values = nullptr;
-    int64_t offset = 0, rows = 0;
+    int64_t offset = 0;
     bool f64 = false;
   };
 
-  // The bank holding a valid global id (a few banks: a linear scan).
+  // The bank holding a valid global id.
   const Bank& bank_of(int64_t id) const {
-    size_t b = 0;
-    while (b + 1 < banks_.size() && id >= banks_[b + 1].offset) ++b;
-    return banks_[b];
+    return banks_[locate_global_id(offsets_, total_, id).first];
   }
 
   void add_row(int64_t id, double w, double* out, bool key) const {
@@ -145,6 +142,7 @@ class BankRows {
 
   std::vector<torch::Tensor> keys_, values_;
   std::vector<Bank> banks_;
+  std::vector<int64_t> offsets_;  // bank_offsets: global id of each bank's row 0
   int64_t total_ = 0, dk_ = 0, dv_ = 0;
 };
 

@@ -56,16 +56,16 @@ class DenseEstimator : public Estimator {
     const int64_t R = q.size(0), dv = banks[0].values.size(1), k = options.k;
     const double neg_inf = -std::numeric_limits<double>::infinity();
     auto output = torch::empty({R, dv}, q.options());
-    auto top_scores = torch::full({R, k}, neg_inf, q.options());
-    auto top_ids = torch::full({R, k}, -1, torch::kInt64);
+    auto top_scores = torch::empty({R, k}, q.options());
+    auto top_ids = torch::empty({R, k}, torch::kInt64);
     for (int64_t first = 0; first < R; first += kQueryBlock) {
       const int64_t rb = std::min(kQueryBlock, R - first);
       const auto qb = q.narrow(0, first, rb);
       auto m = torch::full({rb, 1}, neg_inf, q.options());
       auto l = torch::zeros({rb, 1}, q.options());
       auto acc = torch::zeros({rb, dv}, q.options());
-      auto best_scores = top_scores.narrow(0, first, rb).clone();
-      auto best_ids = top_ids.narrow(0, first, rb).clone();
+      auto best_scores = torch::full({rb, k}, neg_inf, q.options());
+      auto best_ids = torch::full({rb, k}, -1, torch::kInt64);
       int64_t offset = 0;
       for (const auto& bank : banks) {
         const auto keys = bank.keys.detach(), values = bank.values.detach();

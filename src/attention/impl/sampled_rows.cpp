@@ -51,7 +51,7 @@ KnnAttentionResult sampled_forward(const std::string& name, const torch::Tensor&
 #pragma omp for schedule(dynamic, 16)
     for (int64_t r = 0; r < R; ++r) {
       try {
-        // Re-score the top-k in double, as the tail keys are scored: every comparison of a
+        // Re-score the top-k with the routine that scores the tail keys: every comparison of a
         // tail score with the top-k's minimum then uses the same arithmetic.
         const ScoreFn score = rows.scorer(qp + r * dk, options.scale);
         score(ids + r * k, k, scores.data());

@@ -1,6 +1,7 @@
 // The driver shared by the sampled estimators ("gumbel", "topk+tail"): the merged exact top-k
 // of all banks per query row (as "topk" computes it), then a per-row function with the row's
-// own RNG stream and score routine, in parallel over rows, in double; the output converted to the op's dtype.
+// own RNG stream and score routine, in parallel over rows, in double; the output converted to the
+// op's dtype.
 #pragma once
 
 #include <functional>
@@ -16,10 +17,10 @@ namespace kvtune::impl {
 struct SampledRow {
   const double* q;           // [dk], unit
   const int64_t* top_ids;    // [k], -1 padded
-  const double* top_scores;  // [k], re-scored in double by BankRows; -inf where id is -1
+  const double* top_scores;  // [k], re-scored by BankRows::score_ids; -inf where id is -1
   int64_t k;
-  SamplerRng* rng;  // seeded with stream_seed(options.seed, row)
-  double* out;      // [dv], zeroed
+  SamplerRng* rng;       // seeded with stream_seed(options.seed, row)
+  double* out;           // [dv], zeroed
   const ScoreFn* score;  // scores of any global ids for this row (BankRows::scorer)
 };
 
