@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -17,6 +18,10 @@ std::string default_configs_dir(const std::string& recipe);
 // that evaluation and usage counting use the same split as training; nullopt for a model folder
 // outside a run (or an unreadable recipe, with a warning).
 std::optional<Recipe> run_recipe(const std::string& model_dir);
+
+// The program's own argv, as main received it (the --nproc launcher starts its ranks with it).
+void set_program_args(int argc, char** argv);
+const std::vector<std::string>& program_args();
 
 void add_bank_commands(CLI::App& app);
 // kvtune bank export | merge | compact, under the `bank` subcommand.

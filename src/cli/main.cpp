@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads for libtorch and faiss (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   app.require_subcommand(1);
+  kvtune::cli::set_program_args(argc, argv);
   app.parse_complete_callback([&] { kvtune::set_num_threads(threads); });
   kvtune::cli::add_bank_commands(app);
   kvtune::cli::add_train_commands(app);

@@ -1,9 +1,12 @@
 // kvtune pretrain | finetune RECIPE [--set key=value]... [--out DIR] [--resume | --overwrite]
+//                            [--nproc N] [--dist-timeout SECONDS]
 #include <filesystem>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/communicator.h"
+#include "common/local_launcher.h"
 #include "common/path_checks.h"
 #include "data/corpus.h"
 #include "data/text_data.h"
@@ -23,6 +26,45 @@ struct RunArgs {
   std::string recipe, out, configs;
   std::vector<std::string> sets;
   bool resume = false, overwrite = false;
+  int nproc = 1;
+  int dist_timeout = 300;
+};
+
+// Several processes (docs/distributed.md). With --nproc N > 1 this process is the launcher: it
+// starts N ranks of the same command (without --nproc) and returns true once they all succeed.
+// Otherwise it returns false and the caller runs the command itself.
+bool launch_ranks(const RunArgs& a) {
+  if (a.nproc <= 1) return false;
+  LocalLaunch l;
+  l.program = fs::read_symlink("/proc/self/exe").string();
+  const auto& argv = program_args();
+  for (size_t i = 1; i < argv.size(); ++i) {
+    if (argv[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (argv[i].rfind("--nproc=", 0) == 0) continue;
+    l.args.push_back(argv[i]);
+  }
+  l.nproc = a.nproc;
+  l.grace = std::chrono::seconds(a.dist_timeout + 30);
+  const int rc = launch_local(l);
+  KVT_CHECK(rc == 0, "the run failed on ", a.nproc,
+            " processes (the rank(s) named above, and their messages, say why)");
+  return true;
+}
+
+// One rank of a multi-process run while in scope (the launch variables say so), else nothing.
+class JoinedWorld {
+ public:
+  explicit JoinedWorld(const RunArgs& a) {
+    LaunchSettings s = launch_settings_from_env();
+    s.timeout = std::chrono::seconds(a.dist_timeout);
+    if (s.distributed()) set_world(Communicator::connect(s));
+  }
+  ~JoinedWorld() { set_world(std::make_shared<Communicator>()); }
+  JoinedWorld(const JoinedWorld&) = delete;
+  JoinedWorld& operator=(const JoinedWorld&) = delete;
 };
 
 Recipe load(const RunArgs& a) {
@@ -60,6 +102,15 @@ CLI::App* add_run_command(CLI::App& app, const std::string& name, const std::str
   c->add_flag("--overwrite", a->overwrite,
               "Replace the run the output folder holds (its model, checkpoint, metrics, report)")
       ->excludes("--resume");
+  c->add_option("--nproc", a->nproc,
+                "Train data-parallel on N local processes (docs/distributed.md); several "
+                "machines: start one process per rank with MASTER_ADDR, MASTER_PORT, WORLD_SIZE "
+                "and RANK set, as torchrun does")
+      ->check(CLI::Range(1, 256));
+  c->add_option("--dist-timeout", a->dist_timeout,
+                "Seconds a rank waits for the others (rendezvous, each collective) before it "
+                "fails (default 300)")
+      ->check(CLI::Range(1, 86400));
   return c;
 }
 
@@ -103,6 +154,21 @@ void run_background(const BackgroundArgs& a) {
 
 }  // namespace
 
+namespace {
+std::vector<std::string>& args_slot() {
+  static std::vector<std::string> args;
+  return args;
+}
+}  // namespace
+
+void set_program_args(int argc, char** argv) {
+  args_slot().assign(argv, argv + argc);
+}
+
+const std::vector<std::string>& program_args() {
+  return args_slot();
+}
+
 std::string default_configs_dir(const std::string& recipe) {
   const auto beside = std::filesystem::absolute(recipe).parent_path().parent_path() / "configs";
   if (is_folder(beside)) return beside.string();
@@ -133,8 +199,11 @@ void add_train_commands(CLI::App& app) {
   add_run_command(app, "pretrain", "Pretrain a base model and its base banks on general text", pre)
       ->callback([pre] {
         const Recipe r = load(*pre);
+        if (launch_ranks(*pre)) return;
+        const JoinedWorld joined(*pre);
         const auto dir = out_dir(*pre, r);
         const auto o = pretrain(r, dir, pre->resume, pre->overwrite);
+        if (!world().is_writer()) return;
         std::printf("pretrained %s: %lld steps in %.1f s (%.0f tokens/s) -> %s/model\n",
                     r.name.c_str(), static_cast<long long>(o.steps), o.seconds, o.tokens_per_second,
                     dir.c_str());
@@ -143,8 +212,11 @@ void add_train_commands(CLI::App& app) {
   add_run_command(app, "finetune", "Fine-tune a pretrained base on a domain", fine)
       ->callback([fine] {
         const Recipe r = load(*fine);
+        if (launch_ranks(*fine)) return;
+        const JoinedWorld joined(*fine);
         const auto dir = out_dir(*fine, r);
         const auto o = finetune(r, dir, fine->resume, domain_metrics_for(r), fine->overwrite);
+        if (!world().is_writer()) return;
         std::printf("fine-tuned %s (method %s): %lld steps in %.1f s, %lld trainable parameters\n",
                     r.name.c_str(), r.method.c_str(), static_cast<long long>(o.train.steps),
                     o.train.seconds, static_cast<long long>(o.train.trainable_parameters));

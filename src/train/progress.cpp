@@ -6,12 +6,14 @@
 
 namespace kvtune {
 
-Progress::Progress(std::string label, int64_t first_step, int64_t total_steps, int64_t every)
+Progress::Progress(std::string label, int64_t first_step, int64_t total_steps, int64_t every,
+                   bool print)
     : label_(std::move(label)),
       first_(first_step),
       total_(total_steps),
       every_(every > 0 ? every : 10),
       tty_(isatty(STDERR_FILENO) != 0),
+      print_(print),
       start_(std::chrono::steady_clock::now()) {}
 
 double Progress::elapsed_seconds() const {
@@ -26,6 +28,7 @@ double Progress::tokens_per_second() const {
 void Progress::update(int64_t step, double loss, int64_t tokens_this_step) {
   tokens_ += tokens_this_step;
   const int64_t done = step + 1;
+  if (!print_) return;
   if (!tty_ && done % every_ != 0 && done != total_) return;
   const double t = elapsed_seconds();
   const double per_step = done > first_ ? t / double(done - first_) : 0.0;
@@ -42,7 +45,7 @@ void Progress::update(int64_t step, double loss, int64_t tokens_this_step) {
 }
 
 void Progress::finish() {
-  if (tty_) std::fprintf(stderr, "\n");
+  if (print_ && tty_) std::fprintf(stderr, "\n");
 }
 
 }  // namespace kvtune

@@ -10,7 +10,9 @@ namespace kvtune {
 
 class Progress {
  public:
-  Progress(std::string label, int64_t first_step, int64_t total_steps, int64_t every);
+  // print false: counts only (the ranks other than 0 of a multi-process run).
+  Progress(std::string label, int64_t first_step, int64_t total_steps, int64_t every,
+           bool print = true);
   void update(int64_t step, double loss, int64_t tokens_this_step);
   void finish();
   double tokens_per_second() const;
@@ -20,6 +22,7 @@ class Progress {
   std::string label_;
   int64_t first_, total_, every_;
   bool tty_;
+  bool print_;
   int64_t tokens_ = 0;
   std::chrono::steady_clock::time_point start_;
 };

@@ -11,10 +11,13 @@
 
 #include "attention/lazy_gumbel.h"
 #include "common/check.h"
+#include "common/communicator.h"
 #include "common/path_checks.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/lr_schedule.h"
 #include "train/progress.h"
+#include "train/recipe_io.h"
 #include "train/row_optimizer.h"
 
 namespace kvtune {
@@ -61,6 +64,7 @@ void set_stop_after_for_testing(int64_t steps) {
 }
 
 void append_metrics(const std::string& out_dir, const nlohmann::json& line) {
+  if (!world().is_writer()) return;
   JsonlLog((fs::path(out_dir) / "metrics.jsonl").string(), true).write(line);
 }
 
@@ -133,16 +137,24 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
   for (const auto& p : s.dense) outcome.trainable_parameters += p.numel();
   for (const auto& p : s.bank_params) outcome.trainable_parameters += p.numel();
   if (s.log_scale.defined()) outcome.trainable_parameters += 1;
+  // Several processes (docs/distributed.md): every rank reads the checkpoint and runs the same
+  // steps on its share of each batch; rank 0 alone writes metrics and checkpoints.
+  Communicator& comm = world();
+  const bool writer = comm.is_writer();
   if (resume && path_exists(checkpoint)) {
     outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, row_opt.get());
-    std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
+    if (writer)
+      std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
   }
+  check_ranks_agree(comm, s, outcome.first_step, YAML::Dump(recipe_to_yaml(r)));
   const std::string metrics = (fs::path(out_dir) / "metrics.jsonl").string();
   // Wall time is counted across resumes: what the earlier runs spent, then this one's.
   const double earlier_seconds =
       outcome.first_step > 0 ? elapsed_before(metrics, outcome.first_step) : 0.0;
-  JsonlLog log(metrics, resume && outcome.first_step > 0);
-  Progress progress(r.name, outcome.first_step, t.steps, t.log_every);
+  std::unique_ptr<JsonlLog> log;
+  if (writer) log = std::make_unique<JsonlLog>(metrics, resume && outcome.first_step > 0);
+  Progress progress(r.name, outcome.first_step, t.steps, t.log_every, writer);
+  const auto bytes_at_start = comm.bytes_sent();
   s.model->train();
   double loss_value = 0;
   int64_t step = outcome.first_step;
@@ -150,17 +162,25 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
     if (g_stop_after > 0 && step - outcome.first_step >= g_stop_after) break;
     const LmDataset& data = *train_sets[static_cast<size_t>(step) % train_sets.size()];
     const auto batch = data.train_batch(t.batch_size, t.seed, step);
+    const BatchShare share = batch_share(batch.size(0), comm.rank(), comm.size());
+    const auto mine = batch.narrow(0, share.begin, share.count);
     set_attention_seed(s.model, stream_seed(t.seed, static_cast<uint64_t>(step)));
     dense_opt.zero_grad();
     if (row_opt) row_opt->zero_grad();
-    auto loss = lm_loss(s.model, batch);
+    // This rank's share of the global batch's mean loss: the sum over ranks is that mean.
+    auto loss = lm_loss(s.model, mine) *
+                (static_cast<double>(share.count) / static_cast<double>(batch.size(0)));
+    auto global_loss = loss.detach().to(torch::kFloat64).reshape({1}).contiguous();
+    comm.allreduce_sum(global_loss, "loss");
     // A diverged run stops here, before its non-finite state reaches a checkpoint or the model
-    // folder: what was saved before (checkpoints of earlier steps) stays as it was.
-    const double step_loss = loss.item<double>();
+    // folder: what was saved before (checkpoints of earlier steps) stays as it was. Every rank
+    // sees the same global loss, so all stop together.
+    const double step_loss = global_loss.item<double>();
     KVT_CHECK(std::isfinite(step_loss), "training diverged: the loss at step ", step + 1, " is ",
               step_loss, "; nothing of this run was saved past its last checkpoint. Lower optim.lr",
               " (", o.lr, ") or optim.bank_lr (", o.bank_lr, "), or set optim.grad_clip");
     loss.backward();
+    sum_gradients(comm, s);
     if (s.after_backward) s.after_backward(step);
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s.dense, o.grad_clip);
     const double lr_scale = lr_at(o, step, t.steps, 1.0);
@@ -183,29 +203,44 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
     }
     loss_value = step_loss;
     progress.update(step, loss_value, batch.size(0) * (batch.size(1) - 1));
-    if ((step + 1) % std::max<int64_t>(1, t.log_every) == 0 || step + 1 == t.steps) {
-      log.write({{"step", step + 1},
-                 {"loss", loss_value},
-                 {"lr", o.lr * lr_scale},
-                 {"tokens_per_second", progress.tokens_per_second()},
-                 {"elapsed_seconds", earlier_seconds + progress.elapsed_seconds()}});
+    if (log && ((step + 1) % std::max<int64_t>(1, t.log_every) == 0 || step + 1 == t.steps)) {
+      nlohmann::json line = {{"step", step + 1},
+                             {"loss", loss_value},
+                             {"lr", o.lr * lr_scale},
+                             {"tokens_per_second", progress.tokens_per_second()},
+                             {"elapsed_seconds", earlier_seconds + progress.elapsed_seconds()}};
+      if (comm.size() > 1) {
+        // Payload bytes rank 0 handed to collectives per step, by kind, over this process's
+        // steps so far (docs/distributed.md, "Bytes per step").
+        nlohmann::json bytes;
+        const double steps_here = static_cast<double>(step + 1 - outcome.first_step);
+        for (const auto& [tag, n] : comm.bytes_sent()) {
+          const auto before = bytes_at_start.find(tag);
+          const int64_t earlier = before == bytes_at_start.end() ? 0 : before->second;
+          bytes[tag] = static_cast<double>(n - earlier) / steps_here;
+        }
+        line["world_size"] = comm.size();
+        line["bytes_per_step"] = bytes;
+      }
+      log->write(line);
     }
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !evals.empty()) {
       nlohmann::json e;
       for (const auto& [name, set] : evals)
         e[name] = to_json(evaluate_held_out(s.model, *set, t, s.tokens));
-      log.write({{"step", step + 1}, {"eval", e}});
+      if (log) log->write({{"step", step + 1}, {"eval", e}});
     }
-    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
+    if (writer && t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
       save_checkpoint(checkpoint, step + 1, s, dense_opt, row_opt.get());
     }
   }
   progress.finish();
+  check_ranks_identical(comm, s, step);
   outcome.steps = step;
   outcome.seconds = earlier_seconds + progress.elapsed_seconds();
   outcome.tokens_per_second = progress.tokens_per_second();
   outcome.final_loss = loss_value;
-  if (step < t.steps) {
+  if (writer && step < t.steps) {
     // Interrupted (tests): leave a checkpoint at the step reached.
     save_checkpoint(checkpoint, step, s, dense_opt, row_opt.get());
   }

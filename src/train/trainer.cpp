@@ -7,6 +7,7 @@
 
 #include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/communicator.h"
 #include "common/resources.h"
 #include "common/threads.h"
 #include "data/text_data.h"
@@ -36,7 +37,9 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, 
             "': use `kvtune finetune` for it");
   set_num_threads(r.train.threads);
   torch::manual_seed(r.train.seed);
-  const auto lock = open_run_folder(r, out_dir, resume, overwrite);
+  // Rank 0 alone owns the output folder (docs/distributed.md); the others write nothing.
+  const bool writer = world().is_writer();
+  const auto lock = writer ? open_run_folder(r, out_dir, resume, overwrite) : nullptr;
   // The tokenizer first (a learned one trains on the general corpus's training side only, so
   // that held-out text stays unseen), then the token streams.
   const Split split = split_corpora(r.data.general, r.data);
@@ -71,7 +74,7 @@ TrainOutcome pretrain(const Recipe& r, const std::string& out_dir, bool resume, 
   const double initial_scale = current_scale(s.model);
   auto outcome =
       train_loop(r, s, {data.train.get()}, out_dir, resume, {{"general", data.held_out.get()}});
-  if (outcome.steps < r.train.steps) return outcome;
+  if (outcome.steps < r.train.steps || !writer) return outcome;
   for (auto& b : s.banks) b->set_trainable(false);
   ModelConfig config = r.model_config;
   const double scale = fold_learned_scale(s, config);
@@ -101,7 +104,8 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   torch::manual_seed(r.train.seed);
   // The base first: a base that does not load must not cost an --overwrite its old run.
   auto loaded = load_model((fs::path(r.base) / "model").string());
-  const auto lock = open_run_folder(r, out_dir, resume, overwrite);
+  const bool writer = world().is_writer();
+  const auto lock = writer ? open_run_folder(r, out_dir, resume, overwrite) : nullptr;
   const Tokenizer& tokenizer = *loaded.tokenizer;
   const auto domain = load_split({r.data.domain}, r.data, tokenizer);
   const auto general = load_split(r.data.general, r.data, tokenizer);
@@ -147,6 +151,7 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
                          {{"domain", domain.held_out.get()}, {"general", general.held_out.get()}});
   if (out.train.steps < r.train.steps) return out;
   const nlohmann::json after = measure(out.after);
+  if (!writer) return out;  // rank 0 saves the model and writes the report
 
   method->finish(s);
   for (auto& b : s.banks) b->set_trainable(false);

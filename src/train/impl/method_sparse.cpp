@@ -12,6 +12,7 @@
 #include "bank/bank_io.h"
 #include "bank/bank_patch.h"
 #include "common/check.h"
+#include "common/communicator.h"
 #include "model/model_io.h"
 #include "train/background_counts.h"
 #include "train/impl/methods.h"
@@ -136,7 +137,9 @@ class SparseMethod : public Method {
       const int64_t n = b.size();
       const auto ids = layers_[i]->last_ids().reshape({-1});
       const auto in_base = ids.masked_select((ids >= 0) & (ids < n));
-      const auto counts = torch::bincount(in_base, {}, n);
+      // The global batch's counts: with several ranks each saw its own share (data_parallel.h).
+      auto counts = torch::bincount(in_base, {}, n).contiguous();
+      world().allreduce_sum(counts, "sparse selection");
       const auto top = top_t_slots(counts, background_.df[i], background_.sequences, top_t_);
       auto mask = torch::zeros({n}, torch::kBool);
       mask.index_fill_(0, top, true);
