@@ -1,7 +1,11 @@
 #include "common/communicator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -35,6 +39,15 @@ std::string noticed_key(int rank) {
   return "kvtune/noticed/" + std::to_string(rank);
 }
 
+// The first rank to name the stopped ranks writes them here. Ranks still blocked in a
+// collective (waiting on a rank that itself failed) read it from their heartbeat thread and
+// stop with the same message, instead of waiting for the timeout or finding the store gone.
+constexpr const char* kVerdictKey = "kvtune/stopped_ranks";
+
+std::string stopped_message(const std::string& ranks) {
+  return "rank(s) " + ranks + " stopped (died, were killed, or failed; their own output says why)";
+}
+
 }  // namespace
 
 Communicator& world() {
@@ -61,6 +74,7 @@ struct Communicator::Impl {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
+  std::atomic<bool> noticed{false};  // this rank's own collective failed: it reports itself
 
   ~Impl() {
     {
@@ -79,6 +93,13 @@ struct Communicator::Impl {
         lock.unlock();
         try {
           beat_store->add(key, 1);
+          if (!noticed && beat_store->check({kVerdictKey})) {
+            const auto v = beat_store->get(kVerdictKey);
+            std::fprintf(stderr, "kvtune: error: rank %d: the run cannot go on: %s\n",
+                         settings.rank, std::string(v.begin(), v.end()).c_str());
+            std::fflush(stderr);
+            _exit(1);  // blocked in a collective that cannot finish; outputs are atomic
+          }
         } catch (...) {
           return;  // the store is gone (rank 0 exited): nothing left to report to
         }
@@ -97,6 +118,10 @@ struct Communicator::Impl {
           c10d::TCPStoreOptions{static_cast<std::uint16_t>(settings.master_port), false,
                                 c10::nullopt, false, std::chrono::seconds(5)});
       reader->add(noticed_key(settings.rank), 1);
+      if (reader->check({kVerdictKey})) {
+        const auto v = reader->get(kVerdictKey);
+        return std::string(v.begin(), v.end());
+      }
       std::vector<int64_t> first(settings.world_size);
       for (int r = 0; r < settings.world_size; ++r) first[r] = reader->add(beat_key(r), 0);
       std::this_thread::sleep_for(std::chrono::milliseconds(1200));
@@ -107,9 +132,15 @@ struct Communicator::Impl {
           out += (out.empty() ? "" : ", ") + std::to_string(r);
         }
       }
-      // Rank 0 runs the store: it stays up a little longer, so that the others can look too.
+      std::string verdict =
+          out.empty() ? "no rank's heartbeat stopped (one may be hung, or slower than the timeout)"
+                      : stopped_message(out);
+      verdict += ", as rank " + std::to_string(settings.rank) + " found";
+      reader->compareSet(kVerdictKey, {}, std::vector<uint8_t>(verdict.begin(), verdict.end()));
+      const auto v = reader->get(kVerdictKey);  // the first rank's verdict wins
+      // Rank 0 runs the store: it stays up a little longer, so that the others can read it.
       if (settings.rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-      return out.empty() ? "none found (a rank may be hung, not dead)" : out;
+      return std::string(v.begin(), v.end());
     } catch (...) {
       return "";
     }
@@ -185,6 +216,7 @@ std::shared_ptr<Communicator> Communicator::connect(const LaunchSettings& s) {
 
 void Communicator::fail(const std::string& what, const std::exception& e) {
   const std::string m = e.what();
+  impl_->noticed = true;
   const std::string stopped = impl_->stopped_ranks();
   const long timeout_s = static_cast<long>(impl_->settings.timeout.count() / 1000);
   if (stopped.empty()) {
@@ -192,9 +224,8 @@ void Communicator::fail(const std::string& what, const std::exception& e) {
               "store, which no longer answers). Its own output says why (",
               m.substr(0, m.find('\n')), ")");
   }
-  KVT_THROW("rank ", rank_, ": ", what, " failed: rank(s) ", stopped,
-            " stopped (died, were killed, or failed; their own output says why), or did not",
-            " answer within ", timeout_s, " s (", m.substr(0, m.find('\n')), ")");
+  KVT_THROW("rank ", rank_, ": ", what, " failed: ", stopped, "; the timeout is ", timeout_s,
+            " s (", m.substr(0, m.find('\n')), ")");
 }
 
 namespace {

@@ -141,6 +141,9 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
   // steps on its share of each batch; rank 0 alone writes metrics and checkpoints.
   Communicator& comm = world();
   const bool writer = comm.is_writer();
+  KVT_CHECK(comm.size() == 1 || t.device == "cpu", "train.device: ", t.device, " with ",
+            comm.size(), " processes: several processes run on the CPU only (Gloo; NCCL is not ",
+            "wired in yet, docs/distributed.md). Set train.device: cpu, or run one process");
   if (resume && path_exists(checkpoint)) {
     outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, row_opt.get());
     if (writer)
