@@ -25,6 +25,7 @@
 #include "common/communicator.h"
 #include "common/launch_settings.h"
 #include "common/local_launcher.h"
+#include "sanitizer_test_util.h"
 #include "test_util.h"
 #include "train/data_parallel.h"
 #include "train/recipe_io.h"
@@ -209,14 +210,6 @@ TEST(ShardedBank, SearchAndAttentionEqualTheWholeBankExactly) {
   EXPECT_EQ(run_workers(3, {"sharded", "10", "6", "float64"}), 0);
   EXPECT_EQ(run_workers(2, {"sharded", "10", "10", "float32"}), 0);
 }
-
-#if defined(__SANITIZE_ADDRESS__)
-#define KVTUNE_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KVTUNE_TEST_ASAN 1
-#endif
-#endif
 
 // "A bank larger than the memory of any one process": 2^22 rows of 32 + 32 float32 (1 GiB) on
 // 3 ranks, each limited to a 900 MiB data segment (setrlimit) in which the whole bank does not

@@ -33,6 +33,7 @@
 #include "model/byte_tokenizer.h"
 #include "model/model_io.h"
 #include "model_test_util.h"
+#include "sanitizer_test_util.h"
 #include "test_util.h"
 #include "train/recipe_io.h"
 
@@ -518,15 +519,7 @@ namespace kvtune {
 namespace {
 
 // How the parent sees a child's SIGSEGV: the signal, or under AddressSanitizer (tools/test
-// --sanitize) the exit status ASan's own handler ends the child with after its report. GCC
-// says ASan with __SANITIZE_ADDRESS__, clang with __has_feature(address_sanitizer).
-#if defined(__SANITIZE_ADDRESS__)
-#define KVTUNE_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KVTUNE_TEST_ASAN 1
-#endif
-#endif
+// --sanitize) the exit status ASan's own handler ends the child with after its report.
 #if defined(KVTUNE_TEST_ASAN)
 constexpr const char* kSegvSeenAs = "exit status ";
 #else

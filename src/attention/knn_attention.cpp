@@ -44,7 +44,10 @@ torch::Tensor unit_queries(const torch::Tensor& queries, const torch::Tensor& le
   return q_unit;
 }
 
-// The result of R = prod(lead dims) rows reshaped to the queries' lead dims.
+}  // namespace
+
+namespace impl {
+
 KnnAttentionResult with_lead_dims(KnnAttentionResult r, const torch::Tensor& queries) {
   const auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
   auto shaped = [&](const torch::Tensor& t) {
@@ -55,7 +58,7 @@ KnnAttentionResult with_lead_dims(KnnAttentionResult r, const torch::Tensor& que
   return {shaped(r.output), shaped(r.ids), shaped(r.scores)};
 }
 
-}  // namespace
+}  // namespace impl
 
 bool needs_gradient(const torch::Tensor& queries, const std::vector<BankView>& banks) {
   if (!torch::GradMode::is_enabled()) return false;
@@ -145,7 +148,7 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
     KVT_CHECK(queries.dim() >= 1, "queries must be a tensor [..., d_k]");
     KnnAttentionOptions resolved = options;
     const auto q_unit = unit_queries(queries, learned_scale, resolved);
-    return with_lead_dims(cuda::knn_attention_cuda(q_unit, banks, resolved), queries);
+    return impl::with_lead_dims(cuda::knn_attention_cuda(q_unit, banks, resolved), queries);
   }
 #endif
   check_attention_inputs(queries, banks, options);
@@ -174,7 +177,7 @@ KnnAttentionResult knn_attention(const torch::Tensor& queries, const std::vector
       r.output = r.output + (g.output - g.output.detach());
     }
   }
-  return with_lead_dims(std::move(r), queries);
+  return impl::with_lead_dims(std::move(r), queries);
 }
 
 }  // namespace kvtune

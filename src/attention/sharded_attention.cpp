@@ -11,17 +11,13 @@
 
 namespace kvtune {
 
-ShardRange shard_range(int64_t rows, int rank, int world_size) {
+RowShare shard_range(int64_t rows, int rank, int world_size) {
   KVT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "shard_range: rank ", rank, " of ",
             world_size);
   KVT_CHECK(rows >= world_size, "a bank of ", rows, " rows cannot be split over ", world_size,
             " ranks: every rank needs at least one row (run fewer processes or leave the bank "
             "whole)");
-  const int64_t base = rows / world_size, extra = rows % world_size;
-  ShardRange s;
-  s.count = base + (rank < extra ? 1 : 0);
-  s.begin = rank * base + std::min<int64_t>(rank, extra);
-  return s;
+  return row_share(rows, rank, world_size);
 }
 
 namespace {
@@ -163,13 +159,7 @@ KnnAttentionResult sharded_knn_attention(const torch::Tensor& queries, const Ban
       res.ids >= 0,
       flat_ids.index_select(0, res.ids.reshape({-1}).clamp_min(0)).reshape(res.ids.sizes()),
       res.ids);
-  const auto lead = queries.sizes().slice(0, queries.dim() - 1).vec();
-  auto shaped = [&](const torch::Tensor& t) {
-    auto s = lead;
-    s.push_back(t.size(-1));
-    return t.reshape(s);
-  };
-  return {shaped(res.output), shaped(res.ids), shaped(res.scores)};
+  return impl::with_lead_dims(std::move(res), queries);
 }
 
 }  // namespace kvtune

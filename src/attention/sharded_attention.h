@@ -24,16 +24,13 @@
 #include "attention/bank_view.h"
 #include "attention/knn_attention.h"
 #include "common/communicator.h"
+#include "common/row_share.h"
 
 namespace kvtune {
 
-// Rows [begin, begin + count) of a bank of `rows` rows that rank `rank` of `world_size` holds:
-// the first rows % world_size ranks hold one row more.
-struct ShardRange {
-  int64_t begin = 0;
-  int64_t count = 0;
-};
-ShardRange shard_range(int64_t rows, int rank, int world_size);
+// The rows of a bank of `rows` rows that rank `rank` of `world_size` holds (row_share). Throws
+// when there are fewer rows than ranks.
+RowShare shard_range(int64_t rows, int rank, int world_size);
 
 struct BankShard {
   BankView view;       // this rank's rows (keys, values, their index); may require grad

@@ -10,15 +10,11 @@
 
 namespace kvtune {
 
-BatchShare batch_share(int64_t batch, int rank, int world_size) {
+RowShare batch_share(int64_t batch, int rank, int world_size) {
   KVT_CHECK(batch >= world_size, "train.batch_size ", batch, " is smaller than the ", world_size,
             " ranks: every rank needs at least one sequence of the global batch. Raise ",
             "train.batch_size or run fewer processes");
-  const int64_t base = batch / world_size, extra = batch % world_size;
-  BatchShare s;
-  s.count = base + (rank < extra ? 1 : 0);
-  s.begin = rank * base + std::min<int64_t>(rank, extra);
-  return s;
+  return row_share(batch, rank, world_size);
 }
 
 namespace {

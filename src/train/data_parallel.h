@@ -13,17 +13,14 @@
 #include <string>
 
 #include "common/communicator.h"
+#include "common/row_share.h"
 #include "train/train_state.h"
 
 namespace kvtune {
 
-// Rows [begin, begin + count) of a global batch of `batch` rows: ranks below batch % world get
-// one row more. Throws when there are fewer rows than ranks (a rank would train on nothing).
-struct BatchShare {
-  int64_t begin = 0;
-  int64_t count = 0;
-};
-BatchShare batch_share(int64_t batch, int rank, int world_size);
+// This rank's rows of a global batch of `batch` rows (row_share). Throws when there are fewer
+// rows than ranks (a rank would train on nothing).
+RowShare batch_share(int64_t batch, int rank, int world_size);
 
 // Sums the gradients of s.dense, s.log_scale and s.bank_params over ranks, in place. A parameter
 // no rank gave a gradient keeps none (the optimizers skip it, as in one process).

@@ -165,7 +165,7 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
     if (g_stop_after > 0 && step - outcome.first_step >= g_stop_after) break;
     const LmDataset& data = *train_sets[static_cast<size_t>(step) % train_sets.size()];
     const auto batch = data.train_batch(t.batch_size, t.seed, step);
-    const BatchShare share = batch_share(batch.size(0), comm.rank(), comm.size());
+    const RowShare share = batch_share(batch.size(0), comm.rank(), comm.size());
     const auto mine = batch.narrow(0, share.begin, share.count);
     set_attention_seed(s.model, stream_seed(t.seed, static_cast<uint64_t>(step)));
     dense_opt.zero_grad();

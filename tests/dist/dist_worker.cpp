@@ -123,7 +123,7 @@ void sharded(int64_t rows, int64_t k, const std::string& dtype_name) {
   (ref.output * weights).sum().backward();
 
   // Sharded: this rank's rows and its own index over them.
-  const ShardRange range = shard_range(rows, me, W);
+  const RowShare range = shard_range(rows, me, W);
   auto shard_keys = keys.narrow(0, range.begin, range.count).clone().set_requires_grad(true);
   auto shard_values = values.narrow(0, range.begin, range.count).clone().set_requires_grad(true);
   const auto keys32 = shard_keys.detach().to(torch::kFloat32).contiguous();
@@ -210,7 +210,7 @@ void sharded_limit(int64_t rows, int64_t limit_mb) {
   }
   expect(!whole_fits, "the whole bank must not fit in one process under the limit");
 
-  const ShardRange range = shard_range(rows, me, W);
+  const RowShare range = shard_range(rows, me, W);
   auto keys = torch::empty({range.count, dk}, torch::kFloat32);
   auto values = torch::empty({range.count, dv}, torch::kFloat32);
   for (int64_t b = range.begin / kBlock; b * kBlock < range.begin + range.count; ++b) {

@@ -12,6 +12,9 @@ std::unique_ptr<Estimator> make_dense_estimator();
 std::unique_ptr<Estimator> make_gumbel_estimator();
 std::unique_ptr<Estimator> make_topk_tail_estimator();
 
+// The result of R = prod(lead dims) rows reshaped to the queries' lead dims [..., k or d_v].
+KnnAttentionResult with_lead_dims(KnnAttentionResult r, const torch::Tensor& queries);
+
 // "topk" over given candidates (int64 [R, C] global ids, -1 = none) instead of a search: the
 // backward of a step reuses its forward's retrieval, so a step searches once.
 KnnAttentionResult topk_from_candidates(const torch::Tensor& q_unit,
