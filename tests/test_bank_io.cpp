@@ -106,6 +106,35 @@ TEST_F(BankIo, OptionalAttributesHaveDefaults) {
   EXPECT_TRUE(torch::equal(b.keys, bank_.keys));
 }
 
+// Memory parallelism: each rank's share of the rows (37 over 1, 2, 3 and 5 ranks) is exactly
+// those rows of the bank that was written, and the shares tile it; the meta comes along.
+TEST_F(BankIo, EachRanksShareIsItsRowsOfTheFile) {
+  write_bank(path_, bank_);
+  for (const int world : {1, 2, 3, 5}) {
+    int64_t next = 0;
+    for (int rank = 0; rank < world; ++rank) {
+      const BankShare share = read_bank_share(path_, rank, world);
+      EXPECT_EQ(share.total_rows, 37);
+      EXPECT_EQ(share.begin, next) << rank << " of " << world;
+      const int64_t n = share.bank.size();
+      EXPECT_GE(n, 37 / world);
+      EXPECT_TRUE(torch::equal(share.bank.keys, bank_.keys.narrow(0, share.begin, n)));
+      EXPECT_TRUE(torch::equal(share.bank.values, bank_.values.narrow(0, share.begin, n)));
+      EXPECT_TRUE(torch::equal(share.bank.slot_ids, bank_.slot_ids.narrow(0, share.begin, n)));
+      EXPECT_TRUE(torch::equal(share.bank.usage, bank_.usage.narrow(0, share.begin, n)));
+      EXPECT_EQ(share.bank.meta.name, bank_.meta.name);
+      EXPECT_EQ(share.bank.meta.score_scale, bank_.meta.score_scale);
+      next += n;
+    }
+    EXPECT_EQ(next, 37) << world;
+  }
+  EXPECT_THAT(error_of([&] { read_bank_share(path_, 0, 38); }),
+              AllOf(HasSubstr(path_), HasSubstr("cannot be split over 38 ranks")));
+  fs::resize_file(path_, fs::file_size(path_) / 2);
+  EXPECT_THAT(error_of([&] { read_bank_share(path_, 1, 2); }),
+              AllOf(HasSubstr(path_), HasSubstr("damaged or truncated")));
+}
+
 TEST_F(BankIo, MissingFile) {
   EXPECT_THAT(read_error(), AllOf(HasSubstr(path_), HasSubstr("no such file")));
 }

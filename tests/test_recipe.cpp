@@ -134,6 +134,28 @@ TEST(RecipeErrors, SparseMethodKeys) {
   EXPECT_THAT(error_of([&] { scratch.load("sparse:\n  t: 5\n"); }), HasSubstr("sparse.t"));
 }
 
+// train.shard_base_banks: what a sharded (frozen) base bank and the sharded op support.
+TEST(RecipeErrors, ShardedBaseBanks) {
+  RecipeScratch scratch;
+  for (const std::string method : {"memory", "full", "lora"}) {
+    EXPECT_NO_THROW(scratch.load_and_validate({"train.shard_base_banks=true", "method=" + method}))
+        << method;
+  }
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"method=sparse"}, "method 'sparse' trains the base bank's own slots"},
+      {{"attention.estimator=gumbel"}, "supports topk only; set attention.estimator: topk"},
+      {{"backward=sampled"}, "supports backward exact only"},
+      {{"attention.learn_scale=true"}, "takes a fixed scale"}};
+  for (const auto& [sets, expected] : cases) {
+    auto s = sets;
+    s.push_back("train.shard_base_banks=true");
+    EXPECT_THAT(error_of([&] { scratch.load_and_validate(s); }),
+                AllOf(HasSubstr("'train.shard_base_banks' is true"), HasSubstr(expected)))
+        << sets.front();
+    EXPECT_NO_THROW(scratch.load_and_validate(sets)) << sets.front();
+  }
+}
+
 TEST(RecipeErrors, OutOfRange) {
   RecipeScratch scratch;
   EXPECT_NO_THROW(scratch.load_and_validate({}));

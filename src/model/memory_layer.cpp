@@ -1,5 +1,6 @@
 #include "model/memory_layer.h"
 
+#include "attention/sharded_attention.h"
 #include "common/check.h"
 
 namespace kvtune {
@@ -36,6 +37,18 @@ void MemoryLayerImpl::attach(std::shared_ptr<IndexedBank> bank) {
   banks_.push_back(std::move(bank));
 }
 
+void MemoryLayerImpl::set_sharding(BankSharding sharding) {
+  KVT_CHECK(sharding.comm != nullptr, "memory layer: set_sharding needs a communicator");
+  KVT_CHECK(!banks_.empty(), "memory layer: attach the base bank's shard before set_sharding");
+  KVT_CHECK(!banks_.front()->trainable(),
+            "memory layer: a sharded base bank must be frozen (a trainable one is not supported)");
+  const int64_t n = banks_.front()->size();
+  KVT_CHECK(sharding.offset >= 0 && sharding.offset + n <= sharding.total_rows,
+            "memory layer: a shard of ", n, " rows at row ", sharding.offset,
+            " does not lie in a bank of ", sharding.total_rows, " rows");
+  sharding_ = std::move(sharding);
+}
+
 torch::Tensor MemoryLayerImpl::forward(const torch::Tensor& x) {
   KVT_CHECK(!banks_.empty(), "memory layer has no bank attached");
   KVT_CHECK(x.size(-1) == options_.d_model, "memory layer: input has last dim ", x.size(-1),
@@ -66,16 +79,30 @@ torch::Tensor MemoryLayerImpl::forward(const torch::Tensor& x) {
   std::vector<BankView> views;
   views.reserve(banks_.size());
   for (const auto& b : banks_) views.push_back(b->view());
-  auto result = knn_attention(q, views, options_.attention,
-                              log_scale_.defined() ? log_scale_.exp() : torch::Tensor());
+  KnnAttentionResult result;
+  // The global id of the first row this rank holds of each bank.
+  std::vector<int64_t> first = bank_offsets(views);
+  if (sharding_.comm) {
+    KVT_CHECK(!log_scale_.defined(),
+              "memory layer: a learned score scale is not supported with a sharded base bank: "
+              "set attention.learn_scale: false");
+    result = sharded_knn_attention(
+        q, ShardedBanks{views, 0, sharding_.offset, sharding_.total_rows}, options_.attention,
+        *sharding_.comm);
+    for (size_t b = 1; b < views.size(); ++b) first[b] += sharding_.total_rows - views[0].size();
+    first[0] = sharding_.offset;
+  } else {
+    result = knn_attention(q, views, options_.attention,
+                           log_scale_.defined() ? log_scale_.exp() : torch::Tensor());
+  }
   last_ids_ = result.ids;
 
   if (options_.track_usage) {
-    const auto offsets = bank_offsets(views);
+    // Each rank counts the retrievals of its own queries into the rows it holds.
     const auto ids = result.ids.reshape({-1});
     for (size_t b = 0; b < banks_.size(); ++b) {
-      const auto in_bank = (ids >= offsets[b]) & (ids < offsets[b] + banks_[b]->size());
-      banks_[b]->record_usage(ids.masked_select(in_bank) - offsets[b]);
+      const auto in_bank = (ids >= first[b]) & (ids < first[b] + banks_[b]->size());
+      banks_[b]->record_usage(ids.masked_select(in_bank) - first[b]);
     }
   }
   auto out_shape = lead;

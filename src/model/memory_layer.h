@@ -10,6 +10,7 @@
 
 #include "attention/knn_attention.h"
 #include "bank/indexed_bank.h"
+#include "common/communicator.h"
 
 namespace kvtune {
 
@@ -27,6 +28,17 @@ struct MemoryLayerOptions {
   std::string query_norm = "none";
 };
 
+// Memory parallelism (docs/distributed.md): the layer's first bank (its base bank) is this rank's
+// shard of a bank whose rows are split across the ranks of `comm`, and stays frozen; forward
+// then runs sharded_knn_attention, a collective that every rank calls as often as the others.
+struct BankSharding {
+  Communicator* comm = nullptr;
+  int64_t offset = 0;       // the whole bank's row of the shard's row 0
+  int64_t total_rows = 0;   // rows of the whole bank
+  std::string source;       // the bank file the shard was read from (saving copies it)
+  std::string fingerprint;  // the model's fingerprint over the whole banks (model_io.h)
+};
+
 class MemoryLayerImpl : public torch::nn::Module {
  public:
   explicit MemoryLayerImpl(MemoryLayerOptions options);
@@ -37,6 +49,12 @@ class MemoryLayerImpl : public torch::nn::Module {
   void attach(std::shared_ptr<IndexedBank> bank);
   void detach_all() { banks_.clear(); }
   const std::vector<std::shared_ptr<IndexedBank>>& banks() const { return banks_; }
+
+  // Marks the first attached bank as this rank's shard (above). Refused for a trainable bank.
+  void set_sharding(BankSharding sharding);
+  // Null unless set_sharding was called.
+  const BankSharding* sharding() const { return sharding_.comm ? &sharding_ : nullptr; }
+  BankSharding* mutable_sharding() { return sharding_.comm ? &sharding_ : nullptr; }
 
   // The retrieval of the last forward: ids [..., heads, k] (global, see knn_attention.h).
   const torch::Tensor& last_ids() const { return last_ids_; }
@@ -67,6 +85,7 @@ class MemoryLayerImpl : public torch::nn::Module {
   torch::Tensor last_queries_;
   torch::Tensor log_scale_;
   bool capture_queries_ = false;
+  BankSharding sharding_;
 };
 TORCH_MODULE(MemoryLayer);
 

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bank/bank_io.h"
 #include "bank/indexed_bank.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
@@ -35,6 +36,8 @@ class Fnv1a64 {
       hash_ *= 0x100000001b3ULL;
     }
   }
+  uint64_t state() const { return hash_; }
+  void set_state(uint64_t state) { hash_ = state; }
   std::string hex() const {
     char out[17];
     std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(hash_));
@@ -117,6 +120,43 @@ void verify_checksums(const std::string& dir) {
   }
 }
 
+// `source` copied to `path` atomically: the frozen base bank that a rank holds one shard of.
+void copy_file_atomic(const std::string& source, const std::string& path) {
+  AtomicOutput out(path);
+  std::error_code ec;
+  fs::copy_file(source, out.temp_path(), fs::copy_options::overwrite_existing, ec);
+  KVT_CHECK(!ec, "cannot copy ", source, " to ", path, ": ", ec.message());
+  out.commit();
+}
+
+// The fingerprint of a model whose base banks are split across the ranks of `comm`: the same
+// FNV-1a over the same bytes as model_fingerprint, each rank hashing its own rows in rank order
+// and handing the hash state on (one broadcast of 8 bytes per rank and layer).
+std::string sharded_fingerprint(const TransformerLM& model, Communicator& comm) {
+  Fnv1a64 hash;
+  const std::string yaml = to_yaml_string(model->config());
+  hash.add(yaml.data(), yaml.size());
+  for (const auto& layer : model->memory_layers()) {
+    const auto& keys = layer->banks().front()->bank().keys;
+    const auto cpu = keys.detach().to(torch::kCPU).contiguous();
+    const auto* sharding = layer->sharding();
+    std::vector<int64_t> shape = cpu.sizes().vec();
+    if (sharding) shape[0] = sharding->total_rows;
+    for (const int64_t s : shape) hash.add(&s, sizeof(s));
+    if (!sharding) {
+      hash.add(cpu.data_ptr(), cpu.nbytes());
+      continue;
+    }
+    for (int r = 0; r < comm.size(); ++r) {
+      if (r == comm.rank()) hash.add(cpu.data_ptr(), cpu.nbytes());
+      auto state = torch::tensor({static_cast<int64_t>(hash.state())}, torch::kInt64);
+      comm.broadcast(state, r, "setup");
+      hash.set_state(static_cast<uint64_t>(state.item<int64_t>()));
+    }
+  }
+  return hash.hex();
+}
+
 }  // namespace
 
 std::string base_bank_file(int64_t memory_layer) {
@@ -148,11 +188,22 @@ void save_model(const std::string& dir, const TransformerLM& model, const ModelC
   save_module_state(*model, in_dir(dir, kModelWeightsFile));
   write_checksums(dir);
   for (size_t i = 0; i < layers.size(); ++i) {
-    layers[i]->banks().front()->save(in_dir(dir, base_bank_file(static_cast<int64_t>(i))));
+    const std::string path = in_dir(dir, base_bank_file(static_cast<int64_t>(i)));
+    if (const auto* sharding = layers[i]->sharding()) {
+      // This process holds one shard of a frozen bank: the bank is the file it came from, copied
+      // with its index (the index first: the bank file names it).
+      const std::string index = index_path_for(sharding->source);
+      if (is_file(index)) copy_file_atomic(index, index_path_for(path));
+      copy_file_atomic(sharding->source, path);
+      continue;
+    }
+    layers[i]->banks().front()->save(path);
   }
 }
 
-LoadedModel load_model(const std::string& dir) {
+LoadedModel load_model(const std::string& dir) { return load_model(dir, nullptr); }
+
+LoadedModel load_model(const std::string& dir, Communicator* shard_over) {
   KVT_CHECK(is_folder(dir), "model folder ", dir,
             " does not exist (a model folder is written by save_model)");
   for (const char* name : {kModelConfigFile, kTokenizerFile, kModelWeightsFile}) {
@@ -176,7 +227,16 @@ LoadedModel load_model(const std::string& dir) {
     KVT_CHECK(is_file(path), "model folder ", dir, " has no ",
               base_bank_file(static_cast<int64_t>(i)), ": memory layer ", i,
               " needs its base bank");
-    auto bank = IndexedBank::load(path, loaded.config.memory.index);
+    std::shared_ptr<IndexedBank> bank;
+    BankShare share;
+    if (shard_over) {
+      // This rank's rows, and an index over them built here (the saved one covers every row).
+      share = read_bank_share(path, shard_over->rank(), shard_over->size());
+      bank = std::make_shared<IndexedBank>(std::move(share.bank), loaded.config.memory.index);
+      bank->set_trainable(false);
+    } else {
+      bank = IndexedBank::load(path, loaded.config.memory.index);
+    }
     const auto& meta = bank->bank().meta;
     const auto& opts = layers[i]->options();
     KVT_CHECK(meta.key_dim == opts.key_dim && meta.value_dim == opts.value_dim, path,
@@ -184,6 +244,14 @@ LoadedModel load_model(const std::string& dir) {
               " but memory layer ", i, " expects key_dim ", opts.key_dim, " and value_dim ",
               opts.value_dim, " (config.yaml memory.key_dim / memory.value_dim)");
     layers[i]->attach(std::move(bank));
+    if (shard_over) {
+      layers[i]->set_sharding(
+          BankSharding{shard_over, share.begin, share.total_rows, fs::absolute(path).string(), ""});
+    }
+  }
+  if (shard_over) {
+    const std::string fingerprint = sharded_fingerprint(loaded.model, *shard_over);
+    for (auto& layer : layers) layer->mutable_sharding()->fingerprint = fingerprint;
   }
   return loaded;
 }
@@ -205,6 +273,8 @@ std::string model_fingerprint(const ModelConfig& config,
 std::string model_fingerprint(const TransformerLM& model) {
   std::vector<torch::Tensor> keys;
   const auto layers = model->memory_layers();
+  // Sharded base banks are frozen: their fingerprint is the one load_model worked out.
+  if (!layers.empty() && layers.front()->sharding()) return layers.front()->sharding()->fingerprint;
   for (size_t i = 0; i < layers.size(); ++i) {
     KVT_CHECK(!layers[i]->banks().empty(), "model_fingerprint: memory layer ", i,
               " has no base bank attached");

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include "common/communicator.h"
 #include "model/model_config.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
@@ -42,6 +43,15 @@ void save_model(const std::string& dir, const TransformerLM& model, const ModelC
 // hold non-finite values, a config that does not match the saved tensors
 // (tensor name and both shapes), a bank whose dims do not match its memory layer.
 LoadedModel load_model(const std::string& dir);
+
+// load_model with every base bank split across the ranks of `shard_over` (memory parallelism,
+// docs/distributed.md), when it is not null: each rank reads only its share of the rows of
+// bank_<i>.h5 (read_bank_share), builds its shard's index from config memory.index (the saved
+// index covers every row) and marks the layer sharded (MemoryLayer::set_sharding), the bank
+// frozen. A collective: every rank calls it. The model's fingerprint over the whole banks is
+// worked out rank by rank and kept with the layers (model_fingerprint returns it). save_model
+// then copies each base bank's file (and index) from where its shards were read.
+LoadedModel load_model(const std::string& dir, Communicator* shard_over);
 
 // 16 hex digits of FNV-1a 64 over the config's YAML text and, in order, each base bank's key
 // shape and bytes: a bank made for one model can be refused by another.

@@ -85,6 +85,11 @@ struct TrainConfig {
   // Pretraining: background access counts of the base banks (method sparse) over this many
   // training batches of the finished model, saved as model/background.h5; 0 = none.
   int64_t background_batches = 0;
+  // Memory parallelism (docs/distributed.md): with several processes, every base bank's rows are
+  // split across the ranks, each holding its share and that share's index (built from the
+  // model's memory.index). Finetune with method memory, full or lora (the base banks stay
+  // frozen); attention topk with backward exact.
+  bool shard_base_banks = false;
 };
 
 struct Recipe {

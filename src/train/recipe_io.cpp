@@ -132,7 +132,8 @@ Recipe recipe_from_tree(const YAML::Node& tree, const std::string& where,
       .get("eval_batches", r.train.eval_batches)
       .get("threads", r.train.threads)
       .get("device", r.train.device)
-      .get("background_batches", r.train.background_batches);
+      .get("background_batches", r.train.background_batches)
+      .get("shard_base_banks", r.train.shard_base_banks);
   train.finish();
   top.finish();
 
@@ -331,6 +332,7 @@ YAML::Node recipe_to_yaml(const Recipe& r) {
   train["threads"] = r.train.threads;
   train["device"] = r.train.device;
   train["background_batches"] = r.train.background_batches;
+  train["shard_base_banks"] = r.train.shard_base_banks;
   return n;
 }
 

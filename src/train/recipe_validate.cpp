@@ -143,6 +143,27 @@ void check_attention(const Recipe& r, const std::string& where) {
   check_positive(where, "attention.backward_samples", a.backward_samples);
 }
 
+// train.shard_base_banks: what the sharded attention op and frozen shards support.
+void check_sharding(const Recipe& r, const std::string& where) {
+  if (!r.train.shard_base_banks) return;
+  const std::string key = where + ": key 'train.shard_base_banks' is true";
+  KVT_CHECK(r.mode == "finetune", key,
+            " but pretraining trains the base banks, and a sharded base bank stays frozen: "
+            "pretrain whole, then shard the base banks when fine-tuning");
+  KVT_CHECK(r.method == "memory" || r.method == "full" || r.method == "lora", key,
+            " but method '", r.method,
+            "' trains the base bank's own slots, and a sharded base bank stays frozen: use method "
+            "memory, full or lora, or set train.shard_base_banks: false");
+  KVT_CHECK(r.attention.estimator.empty() || r.attention.estimator == "topk", key,
+            " but attention.estimator is '", r.attention.estimator,
+            "': a sharded bank supports topk only; set attention.estimator: topk");
+  KVT_CHECK(r.backward == "exact", key, " but backward is '", r.backward,
+            "': a sharded bank supports backward exact only; set backward: exact");
+  KVT_CHECK(!r.attention.learn_scale, key,
+            " but attention.learn_scale is true: a sharded bank takes a fixed scale; set "
+            "attention.learn_scale: false");
+}
+
 }  // namespace
 
 void validate_recipe(const Recipe& r, const std::string& where) {
@@ -170,6 +191,7 @@ void validate_recipe(const Recipe& r, const std::string& where) {
             ": key 'domain_bank.attach' needs mode finetune and method memory (this recipe has ",
             r.mode, " / ", r.method, "): remove it, or evaluate with `kvtune eval --banks`");
   check_optim_and_train(r, where);
+  check_sharding(r, where);
 }
 
 }  // namespace kvtune

@@ -103,7 +103,21 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
   set_num_threads(r.train.threads);
   torch::manual_seed(r.train.seed);
   // The base first: a base that does not load must not cost an --overwrite its old run.
-  auto loaded = load_model((fs::path(r.base) / "model").string());
+  // With train.shard_base_banks, each rank reads only its share of every base bank.
+  auto loaded = load_model((fs::path(r.base) / "model").string(),
+                           r.train.shard_base_banks ? &world() : nullptr);
+  const auto layers = loaded.model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (const auto* shard = layers[i]->sharding()) {
+      // One write, so that the lines of the ranks do not interleave.
+      std::cerr << "memory parallelism: rank " + std::to_string(world().rank()) + " of " +
+                       std::to_string(world().size()) + " holds rows " +
+                       std::to_string(shard->offset) + " to " +
+                       std::to_string(shard->offset + layers[i]->banks().front()->size() - 1) +
+                       " of the " + std::to_string(shard->total_rows) + " of base bank " +
+                       std::to_string(i) + "\n";
+    }
+  }
   const bool writer = world().is_writer();
   const auto lock = writer ? open_run_folder(r, out_dir, resume, overwrite) : nullptr;
   const Tokenizer& tokenizer = *loaded.tokenizer;

@@ -2,7 +2,8 @@
 // launch variables set). Each scenario checks its results against a reference computed in the
 // same process without communication and exits 0 when they agree, 1 (with a message) when not.
 //   kvtune_dist_worker collectives
-//   kvtune_dist_worker sharded ROWS K DTYPE      (DTYPE float32 | float64)
+//   kvtune_dist_worker sharded ROWS K DTYPE [LAYOUT]  (DTYPE float32 | float64;
+//                                                      LAYOUT alone | mixed)
 //   kvtune_dist_worker finetune RECIPE OUT STOP_AFTER RESUME
 //   kvtune_dist_worker sharded-limit ROWS LIMIT_MB
 #include <sys/resource.h>
@@ -87,26 +88,42 @@ void collectives() {
 }
 
 // A sharded bank against the same bank whole: ids, scores and outputs exactly equal; query and
-// row gradients equal to float64 rounding (float64) or float32 rounding (float32).
-void sharded(int64_t rows, int64_t k, const std::string& dtype_name) {
+// row gradients equal to float64 rounding (float64) or float32 rounding (float32). LAYOUT
+// "alone": the split bank only; "mixed": a whole bank of 6 rows before it and one of 9 rows
+// after it (every bank trainable), as a memory layer with a domain bank beside its base bank.
+// A whole bank's row gradients are this rank's own; summed over ranks (all-reduce) they must
+// equal the one-process gradients.
+void sharded(int64_t rows, int64_t k, const std::string& dtype_name, const std::string& layout) {
   Communicator& c = world();
   const int W = c.size(), me = c.rank();
   const auto dtype = dtype_name == "float64" ? torch::kFloat64 : torch::kFloat32;
   const int64_t dk = 8, dv = 5;
-  torch::manual_seed(7);  // every rank draws the same whole bank and every rank's queries
-  auto keys = torch::nn::functional::normalize(torch::randn({rows, dk}, torch::kFloat64),
-                                               torch::nn::functional::NormalizeFuncOptions().dim(1))
-                  .to(dtype);
-  // Two equal keys, so a tie at the top-k boundary has to be broken by id.
-  keys[rows - 1].copy_(keys[0]);
-  auto values = torch::randn({rows, dv}, torch::kFloat64).to(dtype);
+  torch::manual_seed(7);  // every rank draws the same whole banks and every rank's queries
+  auto unit = [&](int64_t n) {
+    return torch::nn::functional::normalize(torch::randn({n, dk}, torch::kFloat64),
+                                            torch::nn::functional::NormalizeFuncOptions().dim(1))
+        .to(dtype);
+  };
+  // Bank sizes in order; `split` is the one spread over the ranks.
+  const std::vector<int64_t> sizes =
+      layout == "mixed" ? std::vector<int64_t>{6, rows, 9} : std::vector<int64_t>{rows};
+  const int split = layout == "mixed" ? 1 : 0;
+  std::vector<torch::Tensor> keys, values;
+  for (const int64_t n : sizes) {
+    keys.push_back(unit(n));
+    values.push_back(torch::randn({n, dv}, torch::kFloat64).to(dtype));
+  }
+  // Two equal keys, so a tie at the top-k boundary has to be broken by id; in "mixed", a key of
+  // the split bank tied with one of the whole bank after it as well.
+  keys[split][rows - 1].copy_(keys[split][0]);
+  if (layout == "mixed") keys[2][4].copy_(keys[split][0]);
   std::vector<int64_t> q_rows;
   std::vector<torch::Tensor> qs;
   for (int r = 0; r < W; ++r) {
     q_rows.push_back(3 + 2 * r);
     qs.push_back(torch::randn({q_rows.back(), dk}, torch::kFloat64).to(dtype));
   }
-  qs[0][0].copy_(keys[0]);  // a query whose best keys are the tied pair
+  qs[0][0].copy_(keys[split][0]);  // a query whose best keys are the tied ones
   const auto weights =
       torch::randn({std::accumulate(q_rows.begin(), q_rows.end(), int64_t{0}), dv}, torch::kFloat64)
           .to(dtype);
@@ -115,43 +132,77 @@ void sharded(int64_t rows, int64_t k, const std::string& dtype_name) {
   o.backward = "exact";
   o.k = k;
 
-  // Reference: the whole bank, every rank's queries, one process.
-  auto ref_keys = keys.clone().set_requires_grad(true);
-  auto ref_values = values.clone().set_requires_grad(true);
+  // Reference: the banks whole, every rank's queries, one process.
+  std::vector<torch::Tensor> ref_keys, ref_values;
+  std::vector<BankView> ref_views;
+  for (size_t b = 0; b < sizes.size(); ++b) {
+    ref_keys.push_back(keys[b].clone().set_requires_grad(true));
+    ref_values.push_back(values[b].clone().set_requires_grad(true));
+    ref_views.push_back(BankView{ref_keys.back(), ref_values.back(), nullptr, "whole"});
+  }
   auto ref_q = torch::cat(qs).set_requires_grad(true);
-  const auto ref = knn_attention(ref_q, {BankView{ref_keys, ref_values, nullptr, "whole"}}, o);
+  const auto ref = knn_attention(ref_q, ref_views, o);
   (ref.output * weights).sum().backward();
 
-  // Sharded: this rank's rows and its own index over them.
+  // Sharded: this rank's rows of the split bank and its own index over them; the others whole.
   const RowShare range = shard_range(rows, me, W);
-  auto shard_keys = keys.narrow(0, range.begin, range.count).clone().set_requires_grad(true);
-  auto shard_values = values.narrow(0, range.begin, range.count).clone().set_requires_grad(true);
-  const auto keys32 = shard_keys.detach().to(torch::kFloat32).contiguous();
+  std::vector<torch::Tensor> my_keys, my_values;
+  ShardedBanks sb;
+  sb.sharded = split;
+  sb.shard_offset = range.begin;
+  sb.sharded_rows = rows;
+  for (size_t b = 0; b < sizes.size(); ++b) {
+    const bool is_split = static_cast<int>(b) == split;
+    const auto kb = is_split ? keys[b].narrow(0, range.begin, range.count) : keys[b];
+    const auto vb = is_split ? values[b].narrow(0, range.begin, range.count) : values[b];
+    my_keys.push_back(kb.clone().set_requires_grad(true));
+    my_values.push_back(vb.clone().set_requires_grad(true));
+    sb.banks.push_back(BankView{my_keys.back(), my_values.back(), nullptr, "bank"});
+  }
+  const auto keys32 = my_keys[split].detach().to(torch::kFloat32).contiguous();
   KeyIndex index(dk, IndexConfig{});
   index.build(keys32.data_ptr<float>(), range.count);
+  sb.banks[split].index = &index;
   int64_t q_begin = 0;
   for (int r = 0; r < me; ++r) q_begin += q_rows[r];
   auto q = qs[me].clone().set_requires_grad(true);
-  const auto res = sharded_knn_attention(
-      q, BankShard{BankView{shard_keys, shard_values, &index, "shard"}, range.begin}, o, c);
+  const auto res = sharded_knn_attention(q, sb, o, c);
   (res.output * weights.narrow(0, q_begin, q_rows[me])).sum().backward();
 
   const auto mine = [&](const torch::Tensor& t) { return t.narrow(0, q_begin, q_rows[me]); };
-  expect(torch::equal(res.ids, mine(ref.ids)), "ids equal the whole bank's");
-  expect(torch::equal(res.scores, mine(ref.scores)), "scores equal the whole bank's");
-  expect(torch::equal(res.output, mine(ref.output)), "outputs equal the whole bank's");
+  expect(torch::equal(res.ids, mine(ref.ids)), "ids equal the whole banks'");
+  expect(torch::equal(res.scores, mine(ref.scores)), "scores equal the whole banks'");
+  expect(torch::equal(res.output, mine(ref.output)), "outputs equal the whole banks'");
   const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-5;
+  auto dense = [](const torch::Tensor& t) {
+    return t.defined() ? (t.is_sparse() ? t.to_dense() : t) : torch::Tensor();
+  };
   auto close = [&](const torch::Tensor& a, const torch::Tensor& b, const std::string& what) {
-    const auto da = a.is_sparse() ? a.to_dense() : a;
-    const auto db = b.is_sparse() ? b.to_dense() : b;
-    const double err = (da.to(torch::kFloat64) - db.to(torch::kFloat64)).abs().max().item<double>();
+    const double err =
+        (dense(a).to(torch::kFloat64) - dense(b).to(torch::kFloat64)).abs().max().item<double>();
     expect(err <= tol, what + ": max |difference| " + std::to_string(err));
   };
   close(q.grad(), mine(ref_q.grad()), "query gradient");
-  close(shard_keys.grad(), ref_keys.grad().to_dense().narrow(0, range.begin, range.count),
-        "key-row gradient");
-  close(shard_values.grad(), ref_values.grad().to_dense().narrow(0, range.begin, range.count),
-        "value-row gradient");
+  for (size_t b = 0; b < sizes.size(); ++b) {
+    const std::string name = "bank " + std::to_string(b);
+    if (static_cast<int>(b) == split) {
+      close(my_keys[b].grad(), dense(ref_keys[b].grad()).narrow(0, range.begin, range.count),
+            name + " key-row gradient");
+      close(my_values[b].grad(), dense(ref_values[b].grad()).narrow(0, range.begin, range.count),
+            name + " value-row gradient");
+      continue;
+    }
+    for (auto* pair : {&my_keys, &my_values}) {
+      auto g = dense((*pair)[b].grad());
+      if (!g.defined()) g = torch::zeros_like((*pair)[b]);
+      auto sum = g.contiguous().clone();
+      c.allreduce_sum(sum, "test");
+      const auto& ref_t = pair == &my_keys ? ref_keys[b] : ref_values[b];
+      auto want = dense(ref_t.grad());
+      if (!want.defined()) want = torch::zeros_like(ref_t);
+      close(sum, want, name + (pair == &my_keys ? " key" : " value") + "-row gradient, summed");
+    }
+  }
 }
 
 // Block b (kBlock rows) of a large bank, the same on every rank and every call: unit keys
@@ -228,7 +279,9 @@ void sharded_limit(int64_t rows, int64_t limit_mb) {
   torch::NoGradGuard no_grad;
   const auto res =
       sharded_knn_attention(q_all.narrow(0, me * per_rank, per_rank),
-                            BankShard{BankView{keys, values, &index, "shard"}, range.begin}, o, c);
+                            ShardedBanks{{BankView{keys, values, &index, "shard"}}, 0, range.begin,
+                                         rows},
+                            o, c);
   expect(torch::equal(res.ids, best_ids), "ids equal the exact float64 top-k of the whole bank");
   const double err = (res.scores.to(torch::kFloat64) - best_scores).abs().max().item<double>();
   expect(err < 1e-5, "scores within float32 rounding of float64: " + std::to_string(err));
@@ -261,15 +314,15 @@ int main(int argc, char** argv) {
     const std::string what = argc > 1 ? argv[1] : "";
     if (what == "collectives") {
       collectives();
-    } else if (what == "sharded" && argc == 5) {
-      sharded(std::stoll(argv[2]), std::stoll(argv[3]), argv[4]);
+    } else if (what == "sharded" && (argc == 5 || argc == 6)) {
+      sharded(std::stoll(argv[2]), std::stoll(argv[3]), argv[4], argc == 6 ? argv[5] : "alone");
     } else if (what == "sharded-limit" && argc == 4) {
       sharded_limit(std::stoll(argv[2]), std::stoll(argv[3]));
     } else if (what == "finetune" && argc == 6) {
       finetune_run(argv[2], argv[3], std::stoll(argv[4]), std::string(argv[5]) == "resume");
     } else {
       std::fprintf(stderr,
-                   "usage: kvtune_dist_worker collectives | sharded ROWS K DTYPE | "
+                   "usage: kvtune_dist_worker collectives | sharded ROWS K DTYPE [alone|mixed] | "
                    "finetune RECIPE OUT STOP_AFTER fresh|resume\n");
       return 2;
     }

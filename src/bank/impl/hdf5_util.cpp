@@ -158,6 +158,19 @@ torch::Tensor read_dataset(const H5::DataSet& ds, torch::ScalarType dtype,
   return t;
 }
 
+torch::Tensor read_dataset_rows(const H5::DataSet& ds, torch::ScalarType dtype, int64_t begin,
+                                const std::vector<int64_t>& shape) {
+  torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  if (t.numel() == 0) return t;
+  std::vector<hsize_t> start(shape.size(), 0), count(shape.begin(), shape.end());
+  start[0] = static_cast<hsize_t>(begin);
+  H5::DataSpace file_space = ds.getSpace();
+  file_space.selectHyperslab(H5S_SELECT_SET, count.data(), start.data());
+  H5::DataSpace memory_space(static_cast<int>(count.size()), count.data());
+  ds.read(t.data_ptr(), native_type(dtype), memory_space, file_space);
+  return t;
+}
+
 void write_dataset(H5::H5File& file, const std::string& name, const torch::Tensor& t) {
   std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
   H5::DataSpace space(static_cast<int>(dims.size()), dims.data());

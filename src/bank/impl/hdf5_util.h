@@ -39,6 +39,10 @@ std::string shape_string(const std::vector<int64_t>& shape);
 // Reads a whole dataset into a new contiguous CPU tensor of `dtype` (HDF5 converts byte order).
 torch::Tensor read_dataset(const H5::DataSet& ds, torch::ScalarType dtype,
                            const std::vector<int64_t>& shape);
+// Rows [begin, begin + shape[0]) of `ds` (a hyperslab: the other rows are not read), into a new
+// tensor of `shape` (the dataset's own shape but for its first dimension).
+torch::Tensor read_dataset_rows(const H5::DataSet& ds, torch::ScalarType dtype, int64_t begin,
+                                const std::vector<int64_t>& shape);
 
 // Creates dataset `name` in `file` and writes `t` (contiguous CPU float32/float64/int64).
 void write_dataset(H5::H5File& file, const std::string& name, const torch::Tensor& t);
