@@ -365,6 +365,9 @@ TEST_F(DistributedTrainingTest, ABaseBankSplitOverTwoRanksTrainsAsWhole) {
               sharded, solo_diff);
   EXPECT_LE(sharded, 1e-5);
   EXPECT_LE(solo_diff, 1e-5);
+  for (const auto& dir : {two, dir_->file("base")}) {
+    EXPECT_TRUE(std::filesystem::is_regular_file(dir + "/model/bank_0.faiss")) << dir;
+  }
   EXPECT_EQ(slurp(two + "/model/bank_0.h5"), slurp(dir_->file("base") + "/model/bank_0.h5"));
   EXPECT_EQ(slurp(two + "/model/bank_0.faiss"), slurp(dir_->file("base") + "/model/bank_0.faiss"));
 }

@@ -196,8 +196,10 @@ struct RowPick {
   int world_size = 0;  // 0: every row
 };
 
-Bank read_bank_contents(const H5::H5File& f, const std::string& path, const RowPick& pick = {},
-                        RowShare* share = nullptr, int64_t* total = nullptr) {
+// Reads and checks the bank in `f`: the rows `pick` names, into `read` (its begin and total_rows
+// set; the origin table only for every row).
+void read_bank_contents(const H5::H5File& f, const std::string& path, const RowPick& pick,
+                        BankShare& read) {
   // The version first: a newer layout may differ in everything below.
   const int64_t version = require_int_attr(f, path, "format_version");
   KVT_CHECK(version <= kBankFormatVersion, path, ": format_version ", version,
@@ -240,38 +242,32 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path, const RowP
   RowShare rows{0, n};
   if (pick.world_size > 0) {
     KVT_CHECK(n >= pick.world_size, path, ": the bank has ", n, " rows and cannot be split over ",
-              pick.world_size, " ranks (every rank needs at least one row): run fewer processes, "
-              "or leave the bank whole (train.shard_base_banks: false)");
+              pick.world_size,
+              " ranks (every rank needs at least one row): run fewer processes, or leave the bank "
+              "whole (train.shard_base_banks: false)");
     rows = row_share(n, pick.rank, pick.world_size);
   }
-  if (share) *share = rows;
-  if (total) *total = n;
+  read.begin = rows.begin;
+  read.total_rows = n;
   const int64_t m_rows = rows.count;
   // Sizes declared in the file, checked before anything is allocated for them.
   const int64_t width =
       key_dim > (int64_t{1} << 40) || value_dim > (int64_t{1} << 40) ? -1 : key_dim + value_dim;
   const int64_t row_bytes = width < 0 ? -1 : 4 * width + 16;
-  check_fits_in_memory(row_bytes < 0 ? -1 : checked_mul(m_rows, row_bytes),
-                       path + ": the bank declares " + std::to_string(n) + " slots of key_dim " +
-                           std::to_string(key_dim) + " and value_dim " + std::to_string(value_dim) +
-                           (m_rows == n ? std::string()
-                                        : ", of which this rank reads " + std::to_string(m_rows)) +
-                           ", which",
-                       "the file is damaged, or read it on a machine with more memory");
+  check_fits_in_memory(
+      row_bytes < 0 ? -1 : checked_mul(m_rows, row_bytes),
+      path + ": the bank declares " + std::to_string(n) + " slots of key_dim " +
+          std::to_string(key_dim) + " and value_dim " + std::to_string(value_dim) +
+          (m_rows == n ? std::string() : ", of which this rank reads " + std::to_string(m_rows)) +
+          ", which",
+      "the file is damaged, or read it on a machine with more memory");
 
-  Bank bank;
-  if (m_rows == n) {
-    bank.keys = detail::read_dataset(keys, torch::kFloat32, {n, key_dim});
-    bank.values = detail::read_dataset(values, torch::kFloat32, {n, value_dim});
-    bank.slot_ids = detail::read_dataset(slot_ids, torch::kInt64, {n});
-    bank.usage = detail::read_dataset(usage, torch::kInt64, {n});
-  } else {
-    const int64_t b = rows.begin;
-    bank.keys = detail::read_dataset_rows(keys, torch::kFloat32, b, {m_rows, key_dim});
-    bank.values = detail::read_dataset_rows(values, torch::kFloat32, b, {m_rows, value_dim});
-    bank.slot_ids = detail::read_dataset_rows(slot_ids, torch::kInt64, b, {m_rows});
-    bank.usage = detail::read_dataset_rows(usage, torch::kInt64, b, {m_rows});
-  }
+  Bank& bank = read.bank;
+  const int64_t b = rows.begin;
+  bank.keys = detail::read_dataset_rows(keys, torch::kFloat32, b, {m_rows, key_dim});
+  bank.values = detail::read_dataset_rows(values, torch::kFloat32, b, {m_rows, value_dim});
+  bank.slot_ids = detail::read_dataset_rows(slot_ids, torch::kInt64, b, {m_rows});
+  bank.usage = detail::read_dataset_rows(usage, torch::kInt64, b, {m_rows});
 
   BankMeta& m = bank.meta;
   m.format_version = static_cast<int>(version);
@@ -297,7 +293,6 @@ Bank read_bank_contents(const H5::H5File& f, const std::string& path, const RowP
             "', expected none (a bank) or '", kBankKindPatch, "' (a patch of a base bank)");
   // A share leaves the origin table out: its rows name slots of the whole bank.
   if (pick.world_size == 0) bank.origin = read_origin(f, path);
-  return bank;
 }
 
 // The bank as the bytes of an HDF5 file (the current layout), built in memory: write_bank writes
@@ -348,85 +343,66 @@ std::string bank_file_image(const Bank& bank, const std::string& index_id,
 }
 
 // The bank's file read and checked here, in this process. Only inside isolated_call.
-Bank read_bank_direct(const std::string& path, const RowPick& pick = {},
-                      RowShare* share = nullptr, int64_t* total = nullptr) {
+BankShare read_bank_direct(const std::string& path, const RowPick& pick) {
   H5::Exception::dontPrint();
   const H5::H5File file = detail::open_hdf5_read(path, "bank");
-  Bank bank;
+  BankShare read;
   try {
-    bank = read_bank_contents(file, path, pick, share, total);
+    read_bank_contents(file, path, pick, read);
   } catch (const H5::Exception& e) {
     KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e),
               "): the file may be damaged; write it again or restore a copy");
   }
   // Non-unit keys are refused, never normalized here: that would change the scores the bank was
   // trained with.
-  validate_bank(bank, path);
-  return bank;
+  validate_bank(read.bank, path);
+  return read;
 }
-
-}  // namespace
 
 // HDF5 reads the user's file in a child process (common/isolated_call.h); the child sends back
-// the validated bank as a file image kvtune itself wrote, which this process reads.
-Bank read_bank(const std::string& path) {
-  // "<format version of the file>\n<image>": the image is always the current layout.
+// the validated rows as a file image kvtune itself wrote, which this process reads.
+BankShare read_bank_isolated(const std::string& path, const RowPick& pick) {
+  // "<format version of the file> <begin> <total rows>\n<image>": the image is always the
+  // current layout.
   std::string answer = isolated_call(
       [&] {
-        const Bank bank = read_bank_direct(path);
-        return std::to_string(bank.meta.format_version) + "\n" + bank_file_image(bank, "", path);
+        const BankShare read = read_bank_direct(path, pick);
+        return std::to_string(read.bank.meta.format_version) + " " + std::to_string(read.begin) +
+               " " + std::to_string(read.total_rows) + "\n" + bank_file_image(read.bank, "", path);
       },
       "bank " + path, read_timeout_seconds(path));
   const size_t newline = answer.find('\n');
-  KVT_CHECK(newline != std::string::npos && newline > 0 && newline < 10, path,
-            ": internal error: malformed answer of the bank reader");
-  const int version = std::stoi(answer.substr(0, newline));
-  answer.erase(0, newline + 1);
-  H5::Exception::dontPrint();
-  try {
-    H5::H5File file = detail::open_memory_image(answer);
-    Bank bank = read_bank_contents(file, path);
-    bank.meta.format_version = version;
-    return bank;
-  } catch (const H5::Exception& e) {
-    KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e), ")");
-  }
-}
-
-BankShare read_bank_share(const std::string& path, int rank, int world_size) {
-  KVT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "read_bank_share: rank ", rank,
-            " of ", world_size);
-  // "<format version> <begin> <total rows>\n<image of the share>".
-  std::string answer = isolated_call(
-      [&] {
-        RowShare share;
-        int64_t rows = 0;
-        const Bank bank = read_bank_direct(path, RowPick{rank, world_size}, &share, &rows);
-        return std::to_string(bank.meta.format_version) + " " + std::to_string(share.begin) + " " +
-               std::to_string(rows) + "\n" + bank_file_image(bank, "", path);
-      },
-      "bank " + path, read_timeout_seconds(path));
-  const size_t newline = answer.find('\n');
-  KVT_CHECK(newline != std::string::npos && newline > 0 && newline < 64, path,
-            ": internal error: malformed answer of the bank reader");
   int version = 0;
   long long begin = -1, total = -1;
-  KVT_CHECK(std::sscanf(answer.substr(0, newline).c_str(), "%d %lld %lld", &version, &begin,
-                        &total) == 3,
+  KVT_CHECK(newline != std::string::npos && newline < 64 &&
+                std::sscanf(answer.substr(0, newline).c_str(), "%d %lld %lld", &version, &begin,
+                            &total) == 3,
             path, ": internal error: malformed answer of the bank reader");
   answer.erase(0, newline + 1);
   H5::Exception::dontPrint();
   try {
     H5::H5File file = detail::open_memory_image(answer);
-    BankShare out;
-    out.bank = read_bank_contents(file, path);
-    out.bank.meta.format_version = version;
-    out.begin = begin;
-    out.total_rows = total;
-    return out;
+    BankShare read;
+    read_bank_contents(file, path, RowPick{}, read);
+    read.bank.meta.format_version = version;
+    read.begin = begin;
+    read.total_rows = total;
+    return read;
   } catch (const H5::Exception& e) {
     KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e), ")");
   }
+}
+
+}  // namespace
+
+Bank read_bank(const std::string& path) {
+  return read_bank_isolated(path, RowPick{}).bank;
+}
+
+BankShare read_bank_share(const std::string& path, int rank, int world_size) {
+  KVT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "read_bank_share: rank ", rank,
+            " of ", world_size);
+  return read_bank_isolated(path, RowPick{rank, world_size});
 }
 
 std::optional<std::string> read_bank_index_id(const std::string& path) {

@@ -21,9 +21,9 @@ Bank read_bank(const std::string& path);
 // for searching and training, not for `bank inspect`. Refused when the bank has fewer rows than
 // there are ranks.
 struct BankShare {
-  Bank bank;              // the share's rows; meta as in the file
-  int64_t begin = 0;      // the file's row of the share's row 0
-  int64_t total_rows = 0; // N, the rows of the whole bank
+  Bank bank;               // the share's rows; meta as in the file
+  int64_t begin = 0;       // the file's row of the share's row 0
+  int64_t total_rows = 0;  // N, the rows of the whole bank
 };
 BankShare read_bank_share(const std::string& path, int rank, int world_size);
 

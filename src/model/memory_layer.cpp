@@ -86,9 +86,9 @@ torch::Tensor MemoryLayerImpl::forward(const torch::Tensor& x) {
     KVT_CHECK(!log_scale_.defined(),
               "memory layer: a learned score scale is not supported with a sharded base bank: "
               "set attention.learn_scale: false");
-    result = sharded_knn_attention(
-        q, ShardedBanks{views, 0, sharding_.offset, sharding_.total_rows}, options_.attention,
-        *sharding_.comm);
+    result =
+        sharded_knn_attention(q, ShardedBanks{views, 0, sharding_.offset, sharding_.total_rows},
+                              options_.attention, *sharding_.comm);
     for (size_t b = 1; b < views.size(); ++b) first[b] += sharding_.total_rows - views[0].size();
     first[0] = sharding_.offset;
   } else {

@@ -129,24 +129,27 @@ void copy_file_atomic(const std::string& source, const std::string& path) {
   out.commit();
 }
 
-// The fingerprint of a model whose base banks are split across the ranks of `comm`: the same
-// FNV-1a over the same bytes as model_fingerprint, each rank hashing its own rows in rank order
-// and handing the hash state on (one broadcast of 8 bytes per rank and layer).
-std::string sharded_fingerprint(const TransformerLM& model, Communicator& comm) {
+// FNV-1a over the config's YAML text and, in order, each base bank's key shape and bytes
+// (model_fingerprint). A bank split across the ranks of its sharding's communicator (`shards[i]`
+// not null) is hashed as the whole bank: its whole shape, then each rank's rows in rank order,
+// each rank handing the hash state on (one broadcast of 8 bytes per rank). A collective then.
+std::string fingerprint_of(const ModelConfig& config, const std::vector<torch::Tensor>& keys,
+                           const std::vector<const BankSharding*>& shards) {
   Fnv1a64 hash;
-  const std::string yaml = to_yaml_string(model->config());
+  const std::string yaml = to_yaml_string(config);
   hash.add(yaml.data(), yaml.size());
-  for (const auto& layer : model->memory_layers()) {
-    const auto& keys = layer->banks().front()->bank().keys;
-    const auto cpu = keys.detach().to(torch::kCPU).contiguous();
-    const auto* sharding = layer->sharding();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    KVT_CHECK(keys[i].defined(), "model_fingerprint: a base bank has no keys");
+    const auto cpu = keys[i].detach().to(torch::kCPU).contiguous();
+    const BankSharding* shard = i < shards.size() ? shards[i] : nullptr;
     std::vector<int64_t> shape = cpu.sizes().vec();
-    if (sharding) shape[0] = sharding->total_rows;
+    if (shard) shape[0] = shard->total_rows;
     for (const int64_t s : shape) hash.add(&s, sizeof(s));
-    if (!sharding) {
+    if (!shard) {
       hash.add(cpu.data_ptr(), cpu.nbytes());
       continue;
     }
+    Communicator& comm = *shard->comm;
     for (int r = 0; r < comm.size(); ++r) {
       if (r == comm.rank()) hash.add(cpu.data_ptr(), cpu.nbytes());
       auto state = torch::tensor({static_cast<int64_t>(hash.state())}, torch::kInt64);
@@ -155,6 +158,20 @@ std::string sharded_fingerprint(const TransformerLM& model, Communicator& comm) 
     }
   }
   return hash.hex();
+}
+
+// The first bank of each memory layer: its keys, and its sharding (null: whole).
+std::vector<torch::Tensor> base_bank_keys(const TransformerLM& model,
+                                          std::vector<const BankSharding*>* shards) {
+  std::vector<torch::Tensor> keys;
+  const auto layers = model->memory_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    KVT_CHECK(!layers[i]->banks().empty(), "model_fingerprint: memory layer ", i,
+              " has no base bank attached");
+    keys.push_back(layers[i]->banks().front()->bank().keys);
+    if (shards) shards->push_back(layers[i]->sharding());
+  }
+  return keys;
 }
 
 }  // namespace
@@ -201,7 +218,9 @@ void save_model(const std::string& dir, const TransformerLM& model, const ModelC
   }
 }
 
-LoadedModel load_model(const std::string& dir) { return load_model(dir, nullptr); }
+LoadedModel load_model(const std::string& dir) {
+  return load_model(dir, nullptr);
+}
 
 LoadedModel load_model(const std::string& dir, Communicator* shard_over) {
   KVT_CHECK(is_folder(dir), "model folder ", dir,
@@ -250,7 +269,10 @@ LoadedModel load_model(const std::string& dir, Communicator* shard_over) {
     }
   }
   if (shard_over) {
-    const std::string fingerprint = sharded_fingerprint(loaded.model, *shard_over);
+    // Worked out once, by every rank together: later calls may come from rank 0 alone.
+    std::vector<const BankSharding*> shards;
+    const auto keys = base_bank_keys(loaded.model, &shards);
+    const std::string fingerprint = fingerprint_of(loaded.model->config(), keys, shards);
     for (auto& layer : layers) layer->mutable_sharding()->fingerprint = fingerprint;
   }
   return loaded;
@@ -258,29 +280,14 @@ LoadedModel load_model(const std::string& dir, Communicator* shard_over) {
 
 std::string model_fingerprint(const ModelConfig& config,
                               const std::vector<torch::Tensor>& base_bank_keys) {
-  Fnv1a64 hash;
-  const std::string yaml = to_yaml_string(config);
-  hash.add(yaml.data(), yaml.size());
-  for (const auto& keys : base_bank_keys) {
-    KVT_CHECK(keys.defined(), "model_fingerprint: a base bank has no keys");
-    const auto cpu = keys.detach().to(torch::kCPU).contiguous();
-    for (const int64_t s : cpu.sizes()) hash.add(&s, sizeof(s));
-    hash.add(cpu.data_ptr(), cpu.nbytes());
-  }
-  return hash.hex();
+  return fingerprint_of(config, base_bank_keys, {});
 }
 
 std::string model_fingerprint(const TransformerLM& model) {
-  std::vector<torch::Tensor> keys;
   const auto layers = model->memory_layers();
   // Sharded base banks are frozen: their fingerprint is the one load_model worked out.
   if (!layers.empty() && layers.front()->sharding()) return layers.front()->sharding()->fingerprint;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    KVT_CHECK(!layers[i]->banks().empty(), "model_fingerprint: memory layer ", i,
-              " has no base bank attached");
-    keys.push_back(layers[i]->banks().front()->bank().keys);
-  }
-  return model_fingerprint(model->config(), keys);
+  return fingerprint_of(model->config(), base_bank_keys(model, nullptr), {});
 }
 
 }  // namespace kvtune

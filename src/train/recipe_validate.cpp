@@ -150,8 +150,8 @@ void check_sharding(const Recipe& r, const std::string& where) {
   KVT_CHECK(r.mode == "finetune", key,
             " but pretraining trains the base banks, and a sharded base bank stays frozen: "
             "pretrain whole, then shard the base banks when fine-tuning");
-  KVT_CHECK(r.method == "memory" || r.method == "full" || r.method == "lora", key,
-            " but method '", r.method,
+  KVT_CHECK(r.method == "memory" || r.method == "full" || r.method == "lora", key, " but method '",
+            r.method,
             "' trains the base bank's own slots, and a sharded base bank stays frozen: use method "
             "memory, full or lora, or set train.shard_base_banks: false");
   KVT_CHECK(r.attention.estimator.empty() || r.attention.estimator == "topk", key,

@@ -82,10 +82,9 @@ void configure_attention(TransformerLM& model, const Recipe& r) {
     KnnAttentionOptions a = layer->options().attention;
     if (!r.attention.estimator.empty()) a.estimator = r.attention.estimator;
     if (r.attention.k > 0) a.k = r.attention.k;
+    int64_t base = layer->banks().empty() ? 0 : layer->banks().front()->size();
     // A sharded base bank counts whole: the merged top-k may take more rows than one shard has.
-    const int64_t base = layer->sharding() ? layer->sharding()->total_rows
-                         : layer->banks().empty() ? 0
-                                                  : layer->banks().front()->size();
+    if (const auto* shard = layer->sharding()) base = shard->total_rows;
     KVT_CHECK(base == 0 || a.k <= base, "recipe '", r.name, "': attention.k ", a.k,
               " is larger than the model's base bank (", base, " slots): lower attention.k");
     a.samples = r.attention.samples;

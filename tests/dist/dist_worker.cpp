@@ -277,11 +277,9 @@ void sharded_limit(int64_t rows, int64_t limit_mb) {
   KnnAttentionOptions o;
   o.k = k;
   torch::NoGradGuard no_grad;
-  const auto res =
-      sharded_knn_attention(q_all.narrow(0, me * per_rank, per_rank),
-                            ShardedBanks{{BankView{keys, values, &index, "shard"}}, 0, range.begin,
-                                         rows},
-                            o, c);
+  const auto res = sharded_knn_attention(
+      q_all.narrow(0, me * per_rank, per_rank),
+      ShardedBanks{{BankView{keys, values, &index, "shard"}}, 0, range.begin, rows}, o, c);
   expect(torch::equal(res.ids, best_ids), "ids equal the exact float64 top-k of the whole bank");
   const double err = (res.scores.to(torch::kFloat64) - best_scores).abs().max().item<double>();
   expect(err < 1e-5, "scores within float32 rounding of float64: " + std::to_string(err));
