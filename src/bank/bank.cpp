@@ -33,37 +33,38 @@ void check_tensor(const torch::Tensor& t, const char* name, torch::ScalarType dt
   KVT_CHECK(t.dim() == rank, where, ": ", name, " has shape ", t.sizes(), ", expected ", shape);
 }
 
-// Rows per chunk so that checks on a 2^20-row bank never allocate full-size temporaries.
-int64_t chunk_rows(const torch::Tensor& t) {
-  return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, t.size(1)));
-}
-
-// Throws on the first non-finite element of a 2-D float tensor.
+// Throws on the first non-finite element of a 2-D float32 tensor. One pass over raw memory: a
+// bank of 2^20 rows is checked at memory speed, in the reading child's single thread too.
 void check_finite(const torch::Tensor& t, const char* name, const std::string& where) {
-  const int64_t step = chunk_rows(t);
-  for (int64_t start = 0; start < t.size(0); start += step) {
-    const torch::Tensor chunk = t.slice(0, start, std::min(start + step, t.size(0)));
-    const torch::Tensor bad = torch::isfinite(chunk).logical_not_();
-    if (!bad.any().item<bool>()) continue;
-    const torch::Tensor first = bad.nonzero()[0];
-    const int64_t row = start + first[0].item<int64_t>();
-    const int64_t col = first[1].item<int64_t>();
-    KVT_THROW(where, ": ", name, " row ", row, " column ", col, " is ", t[row][col].item<float>(),
-              ", expected a finite number: fix or drop that slot");
+  const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+  const float* p = c.data_ptr<float>();
+  const int64_t rows = c.size(0), cols = c.size(1);
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* r = p + i * cols;
+    bool ok = true;
+    for (int64_t j = 0; j < cols; ++j) ok &= std::isfinite(r[j]);
+    if (ok) continue;
+    for (int64_t j = 0; j < cols; ++j) {
+      if (std::isfinite(r[j])) continue;
+      KVT_THROW(where, ": ", name, " row ", i, " column ", j, " is ", r[j],
+                ", expected a finite number: fix or drop that slot");
+    }
   }
 }
 
+// Keys must be finite already (check_finite). Norms in float64: the tolerance must not be eaten
+// by float32 summation error.
 void check_unit_rows(const torch::Tensor& keys, const std::string& where) {
-  const int64_t step = chunk_rows(keys);
-  for (int64_t start = 0; start < keys.size(0); start += step) {
-    const torch::Tensor chunk = keys.slice(0, start, std::min(start + step, keys.size(0)));
-    // float64 norms: the tolerance must not be eaten by float32 summation error.
-    const torch::Tensor dev = chunk.to(torch::kFloat64).norm(2, 1).sub_(1.0).abs_();
-    const torch::Tensor bad = dev.gt(kUnitNormTolerance);
-    if (!bad.any().item<bool>()) continue;
-    const int64_t row = bad.nonzero()[0][0].item<int64_t>();
-    const double norm = chunk[row].to(torch::kFloat64).norm().item<double>();
-    KVT_THROW(where, ": /keys row ", start + row, " has norm ", norm,
+  const torch::Tensor c = keys.detach().to(torch::kCPU).contiguous();
+  const float* p = c.data_ptr<float>();
+  const int64_t rows = c.size(0), cols = c.size(1);
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* r = p + i * cols;
+    double ss = 0;
+    for (int64_t j = 0; j < cols; ++j) ss += static_cast<double>(r[j]) * r[j];
+    const double norm = std::sqrt(ss);
+    if (std::abs(norm - 1.0) <= kUnitNormTolerance) continue;
+    KVT_THROW(where, ": /keys row ", i, " has norm ", norm,
               ", expected unit norm (|norm-1| <= ", kUnitNormTolerance,
               "): normalize keys before writing");
   }

@@ -359,38 +359,70 @@ BankShare read_bank_direct(const std::string& path, const RowPick& pick) {
   return read;
 }
 
-// HDF5 reads the user's file in a child process (common/isolated_call.h); the child sends back
-// the validated rows as a file image kvtune itself wrote, which this process reads.
+// HDF5 reads the user's file in a child process (common/isolated_call.h). The child sends back
+// the validated rows through a memory file (isolated_call_bulk): the four row tensors raw, and
+// the rest (attributes, slot origins) as the image of an HDF5 file kvtune itself wrote, for the
+// same bank with no rows. The tensors here point into the mapped memory file: nothing large is
+// copied on the way back, and a trainable bank's rows are copied only where they are written.
 BankShare read_bank_isolated(const std::string& path, const RowPick& pick) {
-  // "<format version of the file> <begin> <total rows>\n<image>": the image is always the
-  // current layout.
-  std::string answer = isolated_call(
-      [&] {
+  // Answer: "<format version of the file> <begin> <total rows> <rows> <offset of keys> <of values>
+  // <of slot ids> <of usage>\n<image>"; the image is always the current layout.
+  IsolatedResult result = isolated_call_bulk(
+      [&](BulkSink& sink) {
         const BankShare read = read_bank_direct(path, pick);
-        return std::to_string(read.bank.meta.format_version) + " " + std::to_string(read.begin) +
-               " " + std::to_string(read.total_rows) + "\n" + bank_file_image(read.bank, "", path);
+        const Bank& b = read.bank;
+        std::string offsets;
+        for (const auto* t : {&b.keys, &b.values, &b.slot_ids, &b.usage}) {
+          const auto c = t->contiguous();
+          offsets += " " + std::to_string(sink.append(c.data_ptr(), c.nbytes()));
+        }
+        Bank skeleton = b;
+        skeleton.keys = b.keys.narrow(0, 0, 0);
+        skeleton.values = b.values.narrow(0, 0, 0);
+        skeleton.slot_ids = b.slot_ids.narrow(0, 0, 0);
+        skeleton.usage = b.usage.narrow(0, 0, 0);
+        return std::to_string(b.meta.format_version) + " " + std::to_string(read.begin) + " " +
+               std::to_string(read.total_rows) + " " + std::to_string(b.size()) + offsets + "\n" +
+               bank_file_image(skeleton, "", path);
       },
       "bank " + path, read_timeout_seconds(path));
+  std::string& answer = result.answer;
   const size_t newline = answer.find('\n');
   int version = 0;
-  long long begin = -1, total = -1;
-  KVT_CHECK(newline != std::string::npos && newline < 64 &&
-                std::sscanf(answer.substr(0, newline).c_str(), "%d %lld %lld", &version, &begin,
-                            &total) == 3,
-            path, ": internal error: malformed answer of the bank reader");
-  answer.erase(0, newline + 1);
+  long long begin = -1, total = -1, rows = -1, at[4] = {-1, -1, -1, -1};
+  KVT_CHECK(
+      newline != std::string::npos && newline < 256 &&
+          std::sscanf(answer.substr(0, newline).c_str(), "%d %lld %lld %lld %lld %lld %lld %lld",
+                      &version, &begin, &total, &rows, &at[0], &at[1], &at[2], &at[3]) == 8,
+      path, ": internal error: malformed answer of the bank reader");
   H5::Exception::dontPrint();
+  BankShare read;
   try {
-    H5::H5File file = detail::open_memory_image(answer);
-    BankShare read;
+    H5::H5File file = detail::open_memory_image(answer.substr(newline + 1));
     read_bank_contents(file, path, RowPick{}, read);
-    read.bank.meta.format_version = version;
-    read.begin = begin;
-    read.total_rows = total;
-    return read;
   } catch (const H5::Exception& e) {
     KVT_THROW(path, ": HDF5 error while reading the bank (", detail::hdf5_error_detail(e), ")");
   }
+  // The rows, in the memory file; each tensor keeps the mapping alive.
+  const std::shared_ptr<SharedBytes> bulk = result.bulk;
+  Bank& b = read.bank;
+  const auto view = [&](int i, std::vector<int64_t> shape, torch::ScalarType dtype) {
+    int64_t count = 1;
+    for (const int64_t d : shape) count *= d;
+    const size_t bytes = static_cast<size_t>(count) * torch::elementSize(dtype);
+    KVT_CHECK(at[i] >= 0 && static_cast<size_t>(at[i]) + bytes <= bulk->size(), path,
+              ": internal error: the bank reader's rows do not fit what it sent");
+    return torch::from_blob(
+        bulk->data() + at[i], shape, [bulk](void*) {}, torch::TensorOptions().dtype(dtype));
+  };
+  b.keys = view(0, {rows, b.meta.key_dim}, torch::kFloat32);
+  b.values = view(1, {rows, b.meta.value_dim}, torch::kFloat32);
+  b.slot_ids = view(2, {rows}, torch::kInt64);
+  b.usage = view(3, {rows}, torch::kInt64);
+  read.bank.meta.format_version = version;
+  read.begin = begin;
+  read.total_rows = total;
+  return read;
 }
 
 }  // namespace

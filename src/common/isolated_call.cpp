@@ -1,6 +1,8 @@
 #include "common/isolated_call.h"
 
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,8 +51,11 @@ double read_timeout_seconds(const std::string& path) {
   return 60.0 + (ec ? 0.0 : static_cast<double>(bytes) / 20e6);
 }
 
-std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
-                          double timeout_s) {
+namespace {
+
+// isolated_call's engine: `bulk_fd` >= 0 is a memory file the child writes its bulk to.
+std::string run_isolated(const std::function<std::string(BulkSink*)>& work, const std::string& what,
+                         double timeout_s, int bulk_fd) {
   int fds[2];
   KVT_CHECK(::pipe(fds) == 0, "cannot read ", what, ": pipe failed: ", std::strerror(errno));
   const pid_t pid = ::fork();
@@ -67,7 +72,8 @@ std::string isolated_call(const std::function<std::string()>& work, const std::s
     omp_set_num_threads(1);
     std::string answer;
     try {
-      answer = kOk + work();
+      BulkSink sink(bulk_fd);
+      answer = kOk + work(bulk_fd >= 0 ? &sink : nullptr);
     } catch (const Error& e) {
       answer = kError + std::string(e.what());
     } catch (const std::exception& e) {
@@ -127,6 +133,58 @@ std::string isolated_call(const std::function<std::string()>& work, const std::s
   if (kind == kError) throw Error(answer);
   KVT_CHECK(kind == kOk, what, ": internal error while reading it: ", answer);
   return answer;
+}
+
+}  // namespace
+
+std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
+                          double timeout_s) {
+  return run_isolated([&](BulkSink*) { return work(); }, what, timeout_s, -1);
+}
+
+SharedBytes::~SharedBytes() {
+  if (size_ > 0) ::munmap(data_, size_);
+}
+
+size_t BulkSink::append(const void* data, size_t n) {
+  static const char zeros[64] = {};
+  const size_t pad = (64 - size_ % 64) % 64;
+  write(zeros, pad);
+  const size_t at = size_;
+  write(data, n);
+  return at;
+}
+
+void BulkSink::write(const void* data, size_t n) {
+  KVT_CHECK(write_all(fd_, static_cast<const char*>(data), n),
+            "cannot pass a result to the reading process: writing to its memory file failed: ",
+            std::strerror(errno));
+  size_ += n;
+}
+
+IsolatedResult isolated_call_bulk(const std::function<std::string(BulkSink& sink)>& work,
+                                  const std::string& what, double timeout_s) {
+  const int fd = ::memfd_create("kvtune-isolated", MFD_CLOEXEC);
+  KVT_CHECK(fd >= 0, "cannot read ", what, ": memfd_create failed: ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  IsolatedResult result;
+  result.answer = run_isolated([&](BulkSink* sink) { return work(*sink); }, what, timeout_s, fd);
+  struct stat st {};
+  KVT_CHECK(::fstat(fd, &st) == 0, "cannot read ", what,
+            ": fstat of its memory file failed: ", std::strerror(errno));
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    result.bulk = std::make_shared<SharedBytes>(nullptr, 0);
+    return result;
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  KVT_CHECK(p != MAP_FAILED, "cannot read ", what, ": mapping its ", size,
+            " bytes failed: ", std::strerror(errno));
+  result.bulk = std::make_shared<SharedBytes>(static_cast<char*>(p), size);
+  return result;
 }
 
 }  // namespace kvtune

@@ -5,7 +5,9 @@
 // back through a pipe.
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace kvtune {
@@ -18,6 +20,49 @@ namespace kvtune {
 // error too. `work` must not need threads (OpenMP is set to one thread in the child).
 std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
                           double timeout_s);
+
+// Bytes a child of isolated_call_bulk wrote, mapped into this process privately: reading them
+// copies nothing, writing to them copies only the pages written (copy-on-write). Tensors may
+// point into them (torch::from_blob with a deleter that holds the shared_ptr).
+class SharedBytes {
+ public:
+  SharedBytes(char* data, size_t size) : data_(data), size_(size) {}
+  ~SharedBytes();
+  SharedBytes(const SharedBytes&) = delete;
+  SharedBytes& operator=(const SharedBytes&) = delete;
+  char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  char* data_;
+  size_t size_;
+};
+
+// Where the child of isolated_call_bulk writes its large output: a memory file shared with the
+// parent, so that nothing large goes through the pipe.
+class BulkSink {
+ public:
+  explicit BulkSink(int fd) : fd_(fd) {}
+  // Appends `n` bytes at an offset that is a multiple of 64 and returns that offset.
+  size_t append(const void* data, size_t n);
+  // Appends bytes at the current end, with no alignment (a serializer's stream).
+  void write(const void* data, size_t n);
+  size_t size() const { return size_; }
+
+ private:
+  int fd_;
+  size_t size_ = 0;
+};
+
+struct IsolatedResult {
+  std::string answer;                 // what `work` returned
+  std::shared_ptr<SharedBytes> bulk;  // what it wrote to its BulkSink (size 0 when nothing)
+};
+
+// isolated_call for a step whose result is large: `work` writes the bulk of it to `sink` (a
+// memory file) and returns a short answer; both come back here, the bulk mapped, not copied.
+IsolatedResult isolated_call_bulk(const std::function<std::string(BulkSink& sink)>& work,
+                                  const std::string& what, double timeout_s);
 
 // The time a read of the file `path` may take in isolated_call: 60 s plus its size at 20 MB/s,
 // or the environment variable KVTUNE_READ_TIMEOUT (seconds) when set.

@@ -4,8 +4,11 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 
+#include <algorithm>
+#include <cstring>
 #include <new>
 #include <stdexcept>
+#include <vector>
 
 #include "common/check.h"
 #include "common/isolated_call.h"
@@ -28,20 +31,60 @@ std::unique_ptr<faiss::Index> read_or_throw(const std::string& path, faiss::IORe
   }
 }
 
+// faiss's serializer writing into the memory file of isolated_call_bulk, through a buffer.
+struct SinkWriter : faiss::IOWriter {
+  explicit SinkWriter(BulkSink& sink) : sink(sink) { buffer.reserve(kBuffer); }
+  size_t operator()(const void* ptr, size_t size, size_t nitems) override {
+    const size_t n = size * nitems;
+    if (buffer.size() + n > kBuffer) flush();
+    if (n >= kBuffer) {
+      sink.write(ptr, n);
+    } else {
+      const char* c = static_cast<const char*>(ptr);
+      buffer.insert(buffer.end(), c, c + n);
+    }
+    return nitems;
+  }
+  void flush() {
+    if (!buffer.empty()) sink.write(buffer.data(), buffer.size());
+    buffer.clear();
+  }
+  static constexpr size_t kBuffer = 1 << 20;
+  BulkSink& sink;
+  std::vector<char> buffer;
+};
+
+// faiss's deserializer reading mapped bytes in place.
+struct BytesReader : faiss::IOReader {
+  BytesReader(const char* data, size_t size) : data(data), size(size) {}
+  size_t operator()(void* ptr, size_t item, size_t nitems) override {
+    if (item == 0 || nitems == 0) return 0;
+    const size_t n = std::min(nitems, (size - at) / item);
+    std::memcpy(ptr, data + at, n * item);
+    at += n * item;
+    return n;
+  }
+  const char* data;
+  size_t size;
+  size_t at = 0;
+};
+
 }  // namespace
 
 std::unique_ptr<faiss::Index> read_validated_index(const std::string& path) {
-  const std::string bytes = isolated_call(
-      [&] {
+  // The child reads and checks the index, and serializes it into the memory file; this process
+  // reads that copy in place (nothing goes through the pipe).
+  const IsolatedResult result = isolated_call_bulk(
+      [&](BulkSink& sink) {
         const auto index = read_or_throw(path, nullptr);
         validate_faiss_index(*index, "index " + path);
-        faiss::VectorIOWriter out;
+        SinkWriter out(sink);
         faiss::write_index(index.get(), &out);
-        return std::string(out.data.begin(), out.data.end());
+        out.flush();
+        return std::string();
       },
       "index " + path, read_timeout_seconds(path));
-  faiss::VectorIOReader in;
-  in.data.assign(bytes.begin(), bytes.end());
+  BytesReader in(result.bulk->data(), result.bulk->size());
   return read_or_throw(path, &in);
 }
 
