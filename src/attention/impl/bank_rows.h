@@ -60,19 +60,23 @@ class BankRows {
         scores[i] = -std::numeric_limits<double>::infinity();
         continue;
       }
-      const Bank& b = one_bank ? banks_[0] : bank_of(id);
-      const int64_t row = id - b.offset;
-      if (b.f64) {
-        const double* k = static_cast<const double*>(b.keys) + row * dk_;
-        double s = 0;
-        for (int64_t j = 0; j < dk_; ++j) s += q[j] * k[j];
-        scores[i] = scale * s;
-      } else {
-        const float* k = static_cast<const float*>(b.keys) + row * dk_;
-        scores[i] = scale * static_cast<double>(
-                                faiss::fvec_inner_product(q32, k, static_cast<size_t>(dk_)));
-      }
+      scores[i] = score_valid(one_bank ? banks_[0] : bank_of(id), id, q, q32, scale);
     }
+  }
+
+  // score_ids of one valid id: the same arithmetic.
+  double score_id(const double* q, const float* q32, int64_t id, double scale) const {
+    return score_valid(banks_.size() == 1 ? banks_[0] : bank_of(id), id, q, q32, scale);
+  }
+
+  // Asks for the key row of `id` (ignored when outside [0, total)): gathered rows are a cache
+  // miss each, so callers ask a few ids ahead to keep several misses in flight.
+  void prefetch_key(int64_t id) const {
+    if (id < 0 || id >= total_) return;
+    const Bank& b = banks_.size() == 1 ? banks_[0] : bank_of(id);
+    const int64_t bytes = dk_ * (b.f64 ? 8 : 4);
+    const char* row = static_cast<const char*>(b.keys) + (id - b.offset) * bytes;
+    for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(row + at);
   }
 
   // score_ids for one query row, as a ScoreFn-shaped callable (it owns q's float32 copy).
@@ -107,20 +111,27 @@ class BankRows {
  private:
   static constexpr int64_t kPrefetch = 8;
 
-  void prefetch_key(int64_t id) const {
-    if (id < 0 || id >= total_) return;
-    const Bank& b = bank_of(id);
-    const int64_t bytes = dk_ * (b.f64 ? 8 : 4);
-    const char* row = static_cast<const char*>(b.keys) + (id - b.offset) * bytes;
-    for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(row + at);
-  }
-
   struct Bank {
     const void* keys = nullptr;
     const void* values = nullptr;
     int64_t offset = 0;
     bool f64 = false;
   };
+
+  // scale * <q, k_id> for a valid id of bank b: in double for float64 keys, in float32 with
+  // faiss's SIMD inner product against q32 for float32 keys.
+  double score_valid(const Bank& b, int64_t id, const double* q, const float* q32,
+                     double scale) const {
+    const int64_t row = id - b.offset;
+    if (b.f64) {
+      const double* k = static_cast<const double*>(b.keys) + row * dk_;
+      double s = 0;
+      for (int64_t j = 0; j < dk_; ++j) s += q[j] * k[j];
+      return scale * s;
+    }
+    const float* k = static_cast<const float*>(b.keys) + row * dk_;
+    return scale * static_cast<double>(faiss::fvec_inner_product(q32, k, static_cast<size_t>(dk_)));
+  }
 
   // The bank holding a valid global id.
   const Bank& bank_of(int64_t id) const {

@@ -4,8 +4,8 @@
 #include <algorithm>
 
 #include "attention/impl/estimators.h"
+#include "attention/impl/gumbel_block.h"
 #include "attention/impl/sampled_rows.h"
-#include "attention/lazy_gumbel.h"
 #include "common/check.h"
 
 namespace kvtune::impl {
@@ -21,27 +21,39 @@ class GumbelEstimator : public Estimator {
     KVT_CHECK(samples > 0, "estimator 'gumbel': samples must be positive, got ", samples);
     KVT_CHECK(groups > 0 && groups <= samples, "estimator 'gumbel': groups must be in [1, samples",
               " = ", samples, "], got ", groups);
-    return sampled_forward(
-        name(), q_unit, banks, options, [&](const BankRows& rows, const SampledRow& row) {
-          const int64_t dv = rows.dv();
-          LazyGumbelSampler sampler(row.top_ids, row.top_scores, row.k, rows.total(), *row.score);
-          std::vector<int64_t> drawn(static_cast<size_t>(samples));
-          sampler.draw(samples, *row.rng, drawn.data());  // every tail scored in one pass
-          std::vector<double> means(static_cast<size_t>(groups * dv), 0.0);
-          for (int64_t g = 0, at = 0; g < groups; ++g) {
-            const int64_t size = (g + 1) * samples / groups - g * samples / groups;
-            for (int64_t i = 0; i < size; ++i, ++at) {
-              rows.add_value(drawn[at], 1.0 / size, means.data() + g * dv);
-            }
+    const BankRows rows(banks);
+    const SampledTop top = sampled_top(name(), q_unit, banks, options, rows);
+    const int64_t R = top.q.size(0), k = options.k, dv = rows.dv();
+    // Every row's draws at once: the blocks of rows share their tail keys' gathers.
+    std::vector<int64_t> drawn(static_cast<size_t>(R * samples));
+    lazy_gumbel_draws(rows, top.q.data_ptr<double>(), top.ids.data_ptr<int64_t>(),
+                      top.rescored.data_ptr<double>(), R, k, samples, options.scale, options.seed,
+                      drawn.data(), nullptr);
+    auto out = torch::empty({R, dv}, torch::kFloat64);
+    double* op = out.data_ptr<double>();
+#pragma omp parallel
+    {
+      std::vector<double> means(static_cast<size_t>(groups * dv));
+      std::vector<double> column(static_cast<size_t>(groups));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < R; ++r) {
+        std::fill(means.begin(), means.end(), 0.0);
+        const int64_t* mine = drawn.data() + r * samples;
+        for (int64_t g = 0, at = 0; g < groups; ++g) {
+          const int64_t size = (g + 1) * samples / groups - g * samples / groups;
+          for (int64_t i = 0; i < size; ++i, ++at) {
+            rows.add_value(mine[at], 1.0 / size, means.data() + g * dv);
           }
-          std::vector<double> column(static_cast<size_t>(groups));
-          for (int64_t c = 0; c < dv; ++c) {
-            for (int64_t g = 0; g < groups; ++g) column[g] = means[g * dv + c];
-            std::sort(column.begin(), column.end());
-            row.out[c] = groups % 2 == 1 ? column[groups / 2]
-                                         : 0.5 * (column[groups / 2 - 1] + column[groups / 2]);
-          }
-        });
+        }
+        for (int64_t c = 0; c < dv; ++c) {
+          for (int64_t g = 0; g < groups; ++g) column[g] = means[g * dv + c];
+          std::sort(column.begin(), column.end());
+          op[r * dv + c] = groups % 2 == 1 ? column[groups / 2]
+                                           : 0.5 * (column[groups / 2 - 1] + column[groups / 2]);
+        }
+      }
+    }
+    return {out.to(top.scores.scalar_type()), top.ids, top.scores};
   }
 };
 

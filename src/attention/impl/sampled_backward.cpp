@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "attention/impl/bank_rows.h"
+#include "attention/impl/gumbel_block.h"
 #include "attention/impl/row_gradient.h"
 #include "attention/lazy_gumbel.h"
 #include "common/check.h"
@@ -70,24 +71,33 @@ struct SampledBackwardFunction : public torch::autograd::Function<SampledBackwar
     const int64_t* ip = ids.data_ptr<int64_t>();
     double* dqp = dq.data_ptr<double>();
     const uint64_t family = stream_seed(seed, kBackwardStream);
+    // Every row's s draws at once (the blocks of rows share their tail keys' gathers), from the
+    // forward's top-k ids re-scored with the sampler's own score routine.
+    auto top_scores = torch::empty({R, k}, torch::kFloat64);
+    double* tsp = top_scores.data_ptr<double>();
+#pragma omp parallel
+    {
+      std::vector<float> q32(static_cast<size_t>(dk));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < R; ++r) {
+        std::copy(qp + r * dk, qp + (r + 1) * dk, q32.begin());
+        rows.score_ids(qp + r * dk, q32.data(), ip + r * k, k, scale, tsp + r * k);
+      }
+    }
+    std::vector<int64_t> all_drawn(static_cast<size_t>(R * s));
+    lazy_gumbel_draws(rows, qp, ip, tsp, R, k, s, scale, family, all_drawn.data(), nullptr);
     std::vector<RowSamples> per_row(static_cast<size_t>(R));
     std::exception_ptr error;
 #pragma omp parallel
     {
-      std::vector<double> top_scores(static_cast<size_t>(k));
       std::vector<int64_t> drawn(static_cast<size_t>(s));
 #pragma omp for schedule(dynamic, 16)
       for (int64_t r = 0; r < R; ++r) {
         try {
-          const double* qr = qp + r * dk;
           const double* dor = gp + r * dv;
           double D = 0;
           for (int64_t j = 0; j < dv; ++j) D += dor[j] * op[r * dv + j];
-          const ScoreFn score = rows.scorer(qr, scale);
-          score(ip + r * k, k, top_scores.data());
-          LazyGumbelSampler sampler(ip + r * k, top_scores.data(), k, rows.total(), score);
-          SamplerRng rng(stream_seed(family, static_cast<uint64_t>(r)));
-          sampler.draw(s, rng, drawn.data());
+          std::copy(all_drawn.begin() + r * s, all_drawn.begin() + (r + 1) * s, drawn.begin());
           std::sort(drawn.begin(), drawn.end());
           RowSamples& rs = per_row[r];
           for (int64_t i = 0; i < s;) {

@@ -26,6 +26,21 @@ struct SampledRow {
 
 using SampledRowFn = std::function<void(const BankRows& rows, const SampledRow& row)>;
 
+// The merged exact top-k of all banks per query row, as "topk" selects it (no softmax, no
+// aggregation), and its scores again from BankRows::score_ids: every comparison of a tail score
+// with the top-k's minimum then uses the same arithmetic.
+struct SampledTop {
+  torch::Tensor q;         // [R, dk] float64, the unit query rows
+  torch::Tensor ids;       // [R, k] int64 global ids, -1 padded
+  torch::Tensor scores;    // [R, k] in the op's dtype, as "topk" reports them
+  torch::Tensor rescored;  // [R, k] float64 from BankRows::score_ids; -inf where id is -1
+};
+
+// Throws kvtune::Error when autograd would need a backward, as sampled_forward does.
+SampledTop sampled_top(const std::string& name, const torch::Tensor& q_unit,
+                       const std::vector<BankView>& banks, const KnnAttentionOptions& options,
+                       const BankRows& rows);
+
 // No autograd of its own (knn_attention runs it without grad and attaches options.backward):
 // throws kvtune::Error when autograd would need a backward (grad mode on and the
 // queries or a bank tensor require grad), naming the estimator.
