@@ -4,6 +4,7 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -23,6 +24,7 @@
 #include "common/check.h"
 #include "common/path_checks.h"
 #include "common/portable_random.h"
+#include "index/impl/ivf_flat_search.h"
 #include "index/index_check.h"
 #include "index/index_reader.h"
 
@@ -166,6 +168,11 @@ void KeyIndex::search(const float* queries, int64_t nq, int64_t k, float* scores
   if (is_exact()) {
     // faiss's blocked GEMM + heap kernel over the keys' own buffer: no copy of the bank.
     faiss::knn_inner_product(queries, flat_keys_, dim_, nq, n_, k, scores, ids);
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVFFlat*>(index_.get());
+             ivf != nullptr && impl::ivf_flat_searchable(*ivf)) {
+    // IVF with flat codes: the lists scored by blocked products (index/impl/ivf_flat_search.h).
+    faiss_call("searching index '" + config_.factory + "'",
+               [&] { impl::ivf_flat_search(*ivf, queries, nq, k, scores, ids); });
   } else {
     faiss_call("searching index '" + config_.factory + "'",
                [&] { index_->search(nq, queries, k, scores, ids); });
