@@ -11,12 +11,12 @@
 #include <memory>
 #include <vector>
 
-#include <faiss/utils/distances.h>
 #include <torch/torch.h>
 
 #include "attention/bank_view.h"
 #include "attention/knn_attention.h"
 #include "attention/retrieval.h"
+#include "kernels/dot.h"
 
 namespace kvtune::impl {
 
@@ -46,7 +46,7 @@ class BankRows {
   // scores[i] = scale * <q, k_ids[i]> for i < count, -inf for an id outside [0, total): the one
   // score routine of the sampled estimators and the sampled backward, for the top-k and the tail
   // alike, so a tail score and the top-k's minimum always come from the same arithmetic. float64
-  // banks are scored in double; float32 banks in float32 with faiss's SIMD inner product, against
+  // banks are scored in double; float32 banks in float32 with kernels::dot_f32 (SIMD), against
   // q rounded to float32 (q32, dk values).
   void score_ids(const double* q, const float* q32, const int64_t* ids, int64_t count, double scale,
                  double* scores) const {
@@ -119,7 +119,7 @@ class BankRows {
   };
 
   // scale * <q, k_id> for a valid id of bank b: in double for float64 keys, in float32 with
-  // faiss's SIMD inner product against q32 for float32 keys.
+  // kernels::dot_f32 (SIMD) against q32 for float32 keys.
   double score_valid(const Bank& b, int64_t id, const double* q, const float* q32,
                      double scale) const {
     const int64_t row = id - b.offset;
@@ -130,7 +130,7 @@ class BankRows {
       return scale * s;
     }
     const float* k = static_cast<const float*>(b.keys) + row * dk_;
-    return scale * static_cast<double>(faiss::fvec_inner_product(q32, k, static_cast<size_t>(dk_)));
+    return scale * static_cast<double>(kernels::dot_f32(q32, k, dk_));
   }
 
   // The bank holding a valid global id.

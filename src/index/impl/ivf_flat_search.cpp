@@ -32,7 +32,7 @@ inline bool better(const Candidate& a, const Candidate& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
 
-// The k best candidates of one query: a heap with the worst of them on top.
+// The k best candidates of one query: a binary heap with the worst of them on top.
 class TopK {
  public:
   void reset(int64_t k) {
@@ -44,16 +44,14 @@ class TopK {
     const Candidate c{score, id};
     if (heap_.size() < k_) {
       heap_.push_back(c);
-      std::push_heap(heap_.begin(), heap_.end(), better);
-    } else if (better(c, heap_.front())) {
-      std::pop_heap(heap_.begin(), heap_.end(), better);
-      heap_.back() = c;
-      std::push_heap(heap_.begin(), heap_.end(), better);
+      sift_up(heap_.size() - 1);
+    } else if (better(c, heap_[0])) {
+      sift_down(c);
     }
   }
-  // The threshold a candidate must beat once the heap is full (-inf before).
+  // The threshold a candidate must reach once the heap is full (-inf before).
   float floor() const {
-    return heap_.size() < k_ ? -std::numeric_limits<float>::infinity() : heap_.front().score;
+    return heap_.size() < k_ ? -std::numeric_limits<float>::infinity() : heap_[0].score;
   }
   void write(float* scores, int64_t* ids) {
     std::sort(heap_.begin(), heap_.end(), better);
@@ -65,6 +63,32 @@ class TopK {
   }
 
  private:
+  // Worse candidates toward the root.
+  void sift_up(size_t i) {
+    const Candidate c = heap_[i];
+    while (i > 0) {
+      const size_t parent = (i - 1) / 2;
+      if (!better(heap_[parent], c)) break;
+      heap_[i] = heap_[parent];
+      i = parent;
+    }
+    heap_[i] = c;
+  }
+  // Replaces the root by c.
+  void sift_down(const Candidate& c) {
+    const size_t n = heap_.size();
+    size_t i = 0;
+    for (;;) {
+      size_t child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && better(heap_[child], heap_[child + 1])) ++child;
+      if (!better(c, heap_[child])) break;
+      heap_[i] = heap_[child];
+      i = child;
+    }
+    heap_[i] = c;
+  }
+
   size_t k_ = 0;
   std::vector<Candidate> heap_;
 };
