@@ -563,6 +563,47 @@ TEST(IsolatedCall, ACrashInTheChildIsAnErrorAndResultsComeBack) {
                         "within 0.5 s"));
 }
 
+// A large result comes back through the memory file: the bytes the child wrote, aligned where it
+// asked, the answer beside them; a crash after writing is still an error; writing to the mapping
+// here touches neither the child's answer nor a second call.
+TEST(IsolatedCall, BulkResultsComeBackMappedAndCrashesAreStillErrors) {
+  std::vector<char> big(5 << 20);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);
+  size_t at_big = 0, at_tail = 0;
+  auto work = [&](BulkSink& sink) {
+    sink.write("abc", 3);
+    at_big = sink.append(big.data(), big.size());
+    at_tail = sink.append("tail", 4);
+    return std::to_string(at_big) + " " + std::to_string(at_tail);
+  };
+  IsolatedResult r = isolated_call_bulk(work, "bank b.h5", 60);
+  // The offsets were computed in the child; the same arithmetic here gives the same ones.
+  EXPECT_EQ(r.answer, "64 " + std::to_string(64 + ((big.size() + 63) / 64) * 64));
+  ASSERT_EQ(r.bulk->size(), 64 + ((big.size() + 63) / 64) * 64 + 4);
+  EXPECT_EQ(std::string(r.bulk->data(), 3), "abc");
+  EXPECT_TRUE(std::equal(big.begin(), big.end(), r.bulk->data() + 64));
+  EXPECT_EQ(std::string(r.bulk->data() + r.bulk->size() - 4, 4), "tail");
+  r.bulk->data()[64] = 'X';  // copy-on-write: private to this mapping
+  const IsolatedResult again = isolated_call_bulk(work, "bank b.h5", 60);
+  EXPECT_EQ(again.bulk->data()[64], big[0]);
+  const IsolatedResult none =
+      isolated_call_bulk([](BulkSink&) { return std::string("ok"); }, "bank e.h5", 60);
+  EXPECT_EQ(none.answer, "ok");
+  EXPECT_EQ(none.bulk->size(), 0u);
+  EXPECT_THAT(error_of([&] {
+                isolated_call_bulk(
+                    [&](BulkSink& sink) -> std::string {
+                      sink.append(big.data(), big.size());
+                      std::raise(SIGSEGV);
+                      return "unreachable";
+                    },
+                    "bank c.h5", 60);
+              }),
+              HasSubstr(std::string("bank c.h5 could not be read: the library reading it "
+                                    "crashed (") +
+                        kSegvSeenAs));
+}
+
 // Inputs that once crashed a fuzz harness (tests/fuzz/regressions/): the same readers in the
 // normal build refuse each one with a kvtune::Error or read it, never crash.
 TEST(FuzzRegressions, KeptInputsAreRefusedCleanly) {

@@ -3,7 +3,7 @@
 // against all of the chunk's queries that probe it in one GEMM, instead of faiss's scan of one
 // list for one query at a time (a scalar loop in a faiss built without AVX2, as Debian's is).
 // The candidates are the same as faiss's (the same coarse assignment, the same lists); scores
-// differ from faiss's by float32 rounding of the products. docs/banks.md, "Index types".
+// differ from faiss's by float32 rounding of the products. docs/design.md, "Search".
 #pragma once
 
 #include <cstdint>
