@@ -1,5 +1,6 @@
 // Study part 2: what lazy Gumbel costs per query against n, with k = round(sqrt n): keys scored
-// by the sampler (counted from LazyGumbelDraw::tail_scored) and wall times next to dense.
+// by the sampler (counted from LazyGumbelDraw::tail_scored) and wall times next to dense: the
+// one-row sampler (LazyGumbelSampler), the blocked one of the gumbel estimator, and per key scored.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,6 +9,8 @@
 #include <limits>
 #include <map>
 
+#include "attention/impl/bank_rows.h"
+#include "attention/impl/gumbel_block.h"
 #include "attention/knn_attention.h"
 #include "attention/lazy_gumbel.h"
 #include "common/threads.h"
@@ -53,6 +56,29 @@ SamplerCounts run_sampler(const SyntheticBank& bank, const std::vector<BankView>
   }
   const double draws = static_cast<double>(Q * samples);
   return {static_cast<double>(tail) / draws, static_cast<double>(above) / draws};
+}
+
+// The same draws by the gumbel estimator's own sampler (attention/impl/gumbel_block.h): all
+// queries in blocks of rows, the top-k re-scored first. Returns the keys it scored, the top-k's
+// included (a row that falls back to dense scores all n).
+double run_block_sampler(const SyntheticBank& bank, const std::vector<BankView>& banks,
+                         const torch::Tensor& top_ids, double scale, int64_t samples,
+                         uint64_t seed) {
+  const int64_t Q = bank.queries.size(0), k = top_ids.size(1), dk = bank.queries.size(1);
+  const impl::BankRows rows(banks);
+  const auto q64 = bank.queries.to(torch::kFloat64).contiguous();
+  const double* q = q64.data_ptr<double>();
+  const float* q32 = bank.queries.data_ptr<float>();
+  const int64_t* ids = top_ids.data_ptr<int64_t>();
+  std::vector<double> top_scores(static_cast<size_t>(Q * k));
+  for (int64_t r = 0; r < Q; ++r) {
+    rows.score_ids(q + r * dk, q32 + r * dk, ids + r * k, k, scale, top_scores.data() + r * k);
+  }
+  std::vector<int64_t> out(static_cast<size_t>(Q * samples));
+  impl::GumbelDrawStats stats;
+  impl::lazy_gumbel_draws(rows, q, ids, top_scores.data(), Q, k, samples, scale, seed, out.data(),
+                          &stats);
+  return static_cast<double>(Q * k + stats.tail_keys + stats.dense_rows * rows.total());
 }
 
 }  // namespace
@@ -126,17 +152,34 @@ nlohmann::json run_cost_study(const CostStudyOptions& o) {
         a.samples = o.samples;
         const double gumbel_s =
             min_seconds(o.repeats, [&] { knn_attention(bank.queries, banks, a); });
+        double block_keys = 0;
+        const double blocks_s = min_seconds(o.repeats, [&] {
+          block_keys = run_block_sampler(bank, banks, top_ids, scale, o.samples, o.seed);
+        });
         const double ms = 1e3 / static_cast<double>(Q);
+        // Per key scored: the samplers' time over the keys they scored, dense's over Q * n.
+        const double dense_us_per_key = dense_s * 1e6 / static_cast<double>(Q * n);
+        const double sampler_keys = static_cast<double>(Q) * (static_cast<double>(k) +
+                                                               o.samples * counts.tail_per_draw);
+        run["us_per_key"] = {{"dense", dense_us_per_key},
+                             {"sampler", sampler_s * 1e6 / sampler_keys},
+                             {"blocks", blocks_s * 1e6 / block_keys}};
+        run["blocks_keys_per_query"] = block_keys / static_cast<double>(Q);
         run["ms_per_query"] = {{"dense", dense_s * ms},
                                {"flat_search", search_s * ms},
                                {"topk", topk_s * ms},
                                {"sampler", sampler_s * ms},
+                               {"blocks", blocks_s * ms},
                                {"gumbel", gumbel_s * ms}};
         run["us_per_draw"] = sampler_s * 1e6 / static_cast<double>(Q * o.samples);
         for (const auto& [name, v] : run["ms_per_query"].items())
           series["ms_" + name].push_back(v.get<double>());
-        std::printf("  ms/query: dense %.3f, search %.3f, topk %.3f, sampler %.3f, gumbel %.3f",
-                    dense_s * ms, search_s * ms, topk_s * ms, sampler_s * ms, gumbel_s * ms);
+        std::printf(
+            "  ms/query: dense %.3f, search %.3f, topk %.3f, sampler %.3f, blocks %.3f, gumbel "
+            "%.3f; us/key: dense %.4f, sampler %.4f, blocks %.4f",
+            dense_s * ms, search_s * ms, topk_s * ms, sampler_s * ms, blocks_s * ms, gumbel_s * ms,
+            dense_us_per_key, run["us_per_key"]["sampler"].get<double>(),
+            run["us_per_key"]["blocks"].get<double>());
       }
       std::printf("\n");
       std::fflush(stdout);
