@@ -155,5 +155,16 @@ TEST(IvfFlatSearch, SameResultWhateverTheThreads) {
   EXPECT_EQ(s1, s2);
 }
 
+// Indexes with small lists (under 64 keys per list on average) keep faiss's own scan.
+TEST(IvfFlatSearch, SmallListsAreLeftToFaiss) {
+  const IvfProblem s = make_setup(4);
+  EXPECT_TRUE(impl::ivf_flat_searchable(*s.ivf));
+  faiss::IndexFlatIP quantizer(kD);
+  faiss::IndexIVFFlat small(&quantizer, kD, kLists, faiss::METRIC_INNER_PRODUCT);
+  small.train(kN, s.keys.data());
+  small.add(kLists * 63, s.keys.data());
+  EXPECT_FALSE(impl::ivf_flat_searchable(small));
+}
+
 }  // namespace
 }  // namespace kvtune

@@ -21,6 +21,9 @@ namespace {
 // the bank fewer times; each thread takes whole chunks.
 constexpr int64_t kMinChunk = 64;
 constexpr int64_t kMaxChunk = 1024;
+// Below this mean list size a product per list costs more in calls than it saves: faiss's own
+// scan is left to such indexes (many small lists, as with IVF65536 over 2^20 keys).
+constexpr int64_t kMinMeanListSize = 64;
 
 struct Candidate {
   float score;
@@ -153,7 +156,8 @@ bool ivf_flat_searchable(const faiss::IndexIVFFlat& index) {
   return typeid(index) == typeid(faiss::IndexIVFFlat) &&
          index.metric_type == faiss::METRIC_INNER_PRODUCT && index.quantizer != nullptr &&
          dynamic_cast<const faiss::ArrayInvertedLists*>(index.invlists) != nullptr &&
-         index.code_size == index.d * sizeof(float);
+         index.code_size == index.d * sizeof(float) && index.nlist > 0 &&
+         index.ntotal >= kMinMeanListSize * static_cast<int64_t>(index.nlist);
 }
 
 void ivf_flat_search(const faiss::IndexIVFFlat& index, const float* queries, int64_t nq, int64_t k,

@@ -14,7 +14,8 @@ struct IndexIVFFlat;
 
 namespace kvtune::impl {
 
-// True when `index` can be searched by ivf_flat_search: inner product, lists in memory.
+// True when `index` can be searched by ivf_flat_search: exactly IndexIVFFlat, inner product,
+// lists in memory, and at least 64 keys per list on average (faiss's scan is better below).
 bool ivf_flat_searchable(const faiss::IndexIVFFlat& index);
 
 // For each of nq queries [nq, d], the k best of the keys in its index.nprobe nearest lists, best
