@@ -52,7 +52,7 @@ using ScoreFn = std::function<void(const int64_t* ids, int64_t count, double* sc
 
 // Scores scale * <q, k_id> of global ids over banks (ids as in knn_attention.h: bank b's row i
 // is offset(b) + i), as the sampled estimators score them: in double for float64 keys, in float32
-// (faiss's SIMD inner product) for float32 keys. `q` [dk] is copied; the banks' tensors must
+// (kernels::dot_f32, SIMD) for float32 keys. `q` [dk] is copied; the banks' tensors must
 // outlive the function. Thread-safe.
 ScoreFn make_bank_scorer(const std::vector<BankView>& banks, const torch::Tensor& q, double scale);
 
