@@ -14,6 +14,16 @@ import h5py
 import torch
 
 
+def read_inputs(bank, queries):
+    """(keys, values, unit queries) as float32 tensors from a bank file and a queries file."""
+    with h5py.File(bank, "r") as f:
+        keys = torch.from_numpy(f["keys"][...])
+        values = torch.from_numpy(f["values"][...])
+    with h5py.File(queries, "r") as f:
+        q = torch.from_numpy(f["queries"][...]).float()
+    return keys, values, torch.nn.functional.normalize(q, dim=-1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("bank")
@@ -23,12 +33,7 @@ def main():
     p.add_argument("--scale", type=float, default=0.0)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    with h5py.File(a.bank, "r") as f:
-        keys = torch.from_numpy(f["keys"][...])
-        values = torch.from_numpy(f["values"][...])
-    with h5py.File(a.queries, "r") as f:
-        q = torch.from_numpy(f["queries"][...]).float()
-    q = torch.nn.functional.normalize(q, dim=-1)
+    keys, values, q = read_inputs(a.bank, a.queries)
     scale = a.scale if a.scale > 0 else math.sqrt(keys.shape[1])
     out = torch.empty(q.shape[0], values.shape[1])
     with torch.no_grad():

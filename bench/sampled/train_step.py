@@ -15,10 +15,10 @@ import argparse
 import math
 import time
 
-import h5py
 import torch
 
 import kvtune
+from peer import read_inputs  # the peer's own reading of the bank and the queries
 
 
 def timed(fn, repeats):
@@ -42,11 +42,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    with h5py.File(a.bank, "r") as f:
-        keys = torch.from_numpy(f["keys"][...])
-        values = torch.from_numpy(f["values"][...])
-    with h5py.File(a.queries, "r") as f:
-        q = torch.nn.functional.normalize(torch.from_numpy(f["queries"][...]).float(), dim=-1)
+    keys, values, q = read_inputs(a.bank, a.queries)
     scale = math.sqrt(keys.shape[1])
     w = torch.randn(q.shape[0], values.shape[1], generator=torch.Generator().manual_seed(0))
 

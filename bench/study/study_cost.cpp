@@ -68,12 +68,9 @@ double run_block_sampler(const SyntheticBank& bank, const std::vector<BankView>&
   const impl::BankRows rows(banks);
   const auto q64 = bank.queries.to(torch::kFloat64).contiguous();
   const double* q = q64.data_ptr<double>();
-  const float* q32 = bank.queries.data_ptr<float>();
   const int64_t* ids = top_ids.data_ptr<int64_t>();
   std::vector<double> top_scores(static_cast<size_t>(Q * k));
-  for (int64_t r = 0; r < Q; ++r) {
-    rows.score_ids(q + r * dk, q32 + r * dk, ids + r * k, k, scale, top_scores.data() + r * k);
-  }
+  rows.score_rows(q, Q, ids, k, scale, top_scores.data());
   std::vector<int64_t> out(static_cast<size_t>(Q * samples));
   impl::GumbelDrawStats stats;
   impl::lazy_gumbel_draws(rows, q, ids, top_scores.data(), Q, k, samples, scale, seed, out.data(),
@@ -159,18 +156,15 @@ nlohmann::json run_cost_study(const CostStudyOptions& o) {
         const double ms = 1e3 / static_cast<double>(Q);
         // Per key scored: the samplers' time over the keys they scored, dense's over Q * n.
         const double dense_us_per_key = dense_s * 1e6 / static_cast<double>(Q * n);
-        const double sampler_keys = static_cast<double>(Q) * (static_cast<double>(k) +
-                                                               o.samples * counts.tail_per_draw);
+        const double sampler_keys =
+            static_cast<double>(Q) * (static_cast<double>(k) + o.samples * counts.tail_per_draw);
         run["us_per_key"] = {{"dense", dense_us_per_key},
                              {"sampler", sampler_s * 1e6 / sampler_keys},
                              {"blocks", blocks_s * 1e6 / block_keys}};
         run["blocks_keys_per_query"] = block_keys / static_cast<double>(Q);
-        run["ms_per_query"] = {{"dense", dense_s * ms},
-                               {"flat_search", search_s * ms},
-                               {"topk", topk_s * ms},
-                               {"sampler", sampler_s * ms},
-                               {"blocks", blocks_s * ms},
-                               {"gumbel", gumbel_s * ms}};
+        run["ms_per_query"] = {{"dense", dense_s * ms},   {"flat_search", search_s * ms},
+                               {"topk", topk_s * ms},     {"sampler", sampler_s * ms},
+                               {"blocks", blocks_s * ms}, {"gumbel", gumbel_s * ms}};
         run["us_per_draw"] = sampler_s * 1e6 / static_cast<double>(Q * o.samples);
         for (const auto& [name, v] : run["ms_per_query"].items())
           series["ms_" + name].push_back(v.get<double>());

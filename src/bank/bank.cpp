@@ -33,46 +33,39 @@ void check_tensor(const torch::Tensor& t, const char* name, torch::ScalarType dt
   KVT_CHECK(t.dim() == rank, where, ": ", name, " has shape ", t.sizes(), ", expected ", shape);
 }
 
-// Throws on the first non-finite element of a 2-D float32 tensor. One pass over raw memory: a
-// row's sum of squares in double is finite exactly when every element is (a float32 squared is
-// below 1e77), and that sum vectorizes where a test per element does not; only a row that fails
-// is searched for its element. A bank of 2^20 rows is checked at memory speed, in the reading
-// child's single thread too.
-void check_finite(const torch::Tensor& t, const char* name, const std::string& where) {
+// Throws on the first non-finite element of a 2-D float32 tensor, then, when `unit`, on the first
+// row whose norm is not 1. One pass over raw memory: a row's sum of squares in double is finite
+// exactly when every element is (a float32 squared is below 1e77), and that sum vectorizes where a
+// test per element does not; only a row that fails is searched for its element. The same sum
+// gives the norm, in float64 so that the tolerance is not eaten by float32 summation error. A
+// bank of 2^20 rows is checked at memory speed, in the reading child's single thread too.
+void check_rows(const torch::Tensor& t, const char* name, bool unit, const std::string& where) {
   const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
   const float* p = c.data_ptr<float>();
   const int64_t rows = c.size(0), cols = c.size(1);
+  int64_t bad_norm_row = -1;
+  double bad_norm = 0;
   for (int64_t i = 0; i < rows; ++i) {
     const float* r = p + i * cols;
     double ss = 0;
 #pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < cols; ++j) ss += static_cast<double>(r[j]) * r[j];
-    if (std::isfinite(ss)) continue;
-    for (int64_t j = 0; j < cols; ++j) {
-      if (std::isfinite(r[j])) continue;
-      KVT_THROW(where, ": ", name, " row ", i, " column ", j, " is ", r[j],
-                ", expected a finite number: fix or drop that slot");
+    if (!std::isfinite(ss)) {
+      for (int64_t j = 0; j < cols; ++j) {
+        if (std::isfinite(r[j])) continue;
+        KVT_THROW(where, ": ", name, " row ", i, " column ", j, " is ", r[j],
+                  ", expected a finite number: fix or drop that slot");
+      }
+    }
+    const double norm = std::sqrt(ss);
+    if (unit && bad_norm_row < 0 && !(std::abs(norm - 1.0) <= kUnitNormTolerance)) {
+      bad_norm_row = i;
+      bad_norm = norm;
     }
   }
-}
-
-// Keys must be finite already (check_finite). Norms in float64: the tolerance must not be eaten
-// by float32 summation error.
-void check_unit_rows(const torch::Tensor& keys, const std::string& where) {
-  const torch::Tensor c = keys.detach().to(torch::kCPU).contiguous();
-  const float* p = c.data_ptr<float>();
-  const int64_t rows = c.size(0), cols = c.size(1);
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* r = p + i * cols;
-    double ss = 0;
-#pragma omp simd reduction(+ : ss)
-    for (int64_t j = 0; j < cols; ++j) ss += static_cast<double>(r[j]) * r[j];
-    const double norm = std::sqrt(ss);
-    if (std::abs(norm - 1.0) <= kUnitNormTolerance) continue;
-    KVT_THROW(where, ": /keys row ", i, " has norm ", norm,
-              ", expected unit norm (|norm-1| <= ", kUnitNormTolerance,
-              "): normalize keys before writing");
-  }
+  KVT_CHECK(bad_norm_row < 0, where, ": ", name, " row ", bad_norm_row, " has norm ", bad_norm,
+            ", expected unit norm (|norm-1| <= ", kUnitNormTolerance,
+            "): normalize keys before writing");
 }
 
 void check_unique_ids(const torch::Tensor& ids, const std::string& where) {
@@ -155,9 +148,8 @@ void validate_bank(const Bank& bank, const std::string& where) {
   KVT_CHECK(std::isfinite(m.score_scale) && m.score_scale >= 0.0, where, ": score_scale is ",
             m.score_scale, ", expected a finite value >= 0 (0 means sqrt(key_dim))");
 
-  check_finite(bank.keys, "/keys", where);
-  check_unit_rows(bank.keys, where);
-  check_finite(bank.values, "/values", where);
+  check_rows(bank.keys, "/keys", /*unit=*/true, where);
+  check_rows(bank.values, "/values", /*unit=*/false, where);
 
   const torch::Tensor negative = bank.usage.lt(0);
   if (negative.any().item<bool>()) {

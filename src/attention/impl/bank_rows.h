@@ -5,6 +5,7 @@
 // alive.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -64,6 +65,21 @@ class BankRows {
     }
   }
 
+  // score_ids for each of R query rows q [R, dk] against its own ids [R, k]: scores [R, k].
+  // Parallel over rows (OpenMP).
+  void score_rows(const double* q, int64_t R, const int64_t* ids, int64_t k, double scale,
+                  double* scores) const {
+#pragma omp parallel
+    {
+      std::vector<float> q32(static_cast<size_t>(dk_));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < R; ++r) {
+        std::copy(q + r * dk_, q + (r + 1) * dk_, q32.begin());
+        score_ids(q + r * dk_, q32.data(), ids + r * k, k, scale, scores + r * k);
+      }
+    }
+  }
+
   // score_ids of one valid id: the same arithmetic.
   double score_id(const double* q, const float* q32, int64_t id, double scale) const {
     return score_valid(banks_.size() == 1 ? banks_[0] : bank_of(id), id, q, q32, scale);
@@ -104,9 +120,13 @@ class BankRows {
   }
 
   // out[dk] += w * k_id (id must be valid).
-  void add_key(int64_t id, double w, double* out) const { add_row(id, w, out, true); }
+  void add_key(int64_t id, double w, double* out) const {
+    add_row(id, w, out, true);
+  }
   // out[dv] += w * v_id (id must be valid).
-  void add_value(int64_t id, double w, double* out) const { add_row(id, w, out, false); }
+  void add_value(int64_t id, double w, double* out) const {
+    add_row(id, w, out, false);
+  }
 
  private:
   static constexpr int64_t kPrefetch = 8;

@@ -75,15 +75,7 @@ struct SampledBackwardFunction : public torch::autograd::Function<SampledBackwar
     // forward's top-k ids re-scored with the sampler's own score routine.
     auto top_scores = torch::empty({R, k}, torch::kFloat64);
     double* tsp = top_scores.data_ptr<double>();
-#pragma omp parallel
-    {
-      std::vector<float> q32(static_cast<size_t>(dk));
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < R; ++r) {
-        std::copy(qp + r * dk, qp + (r + 1) * dk, q32.begin());
-        rows.score_ids(qp + r * dk, q32.data(), ip + r * k, k, scale, tsp + r * k);
-      }
-    }
+    rows.score_rows(qp, R, ip, k, scale, tsp);
     std::vector<int64_t> all_drawn(static_cast<size_t>(R * s));
     lazy_gumbel_draws(rows, qp, ip, tsp, R, k, s, scale, family, all_drawn.data(), nullptr);
     std::vector<RowSamples> per_row(static_cast<size_t>(R));

@@ -42,16 +42,7 @@ SampledTop sampled_top(const std::string& name, const torch::Tensor& q_unit,
   top.rescored = torch::empty({R, k}, torch::kFloat64);
   const double* qp = top.q.data_ptr<double>();
   const int64_t* ids = top.ids.data_ptr<int64_t>();
-  double* sp = top.rescored.data_ptr<double>();
-#pragma omp parallel
-  {
-    std::vector<float> q32(static_cast<size_t>(dk));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < R; ++r) {
-      std::copy(qp + r * dk, qp + (r + 1) * dk, q32.begin());
-      rows.score_ids(qp + r * dk, q32.data(), ids + r * k, k, options.scale, sp + r * k);
-    }
-  }
+  rows.score_rows(qp, R, ids, k, options.scale, top.rescored.data_ptr<double>());
   return top;
 }
 
