@@ -1,8 +1,8 @@
 // kvtune's CUDA memory layer, forward + backward, for the benchmark of docs/gpu.md: R = M x H
 // query rows (M = 16384, H = 4), d_k = d_v = 128, k = 32, one trainable bank of N keys, N from
 // 2^16 up. Timed with CUDA synchronization around each step (warm-up, median of repeats);
-// sizes run in increasing order and stop once one step takes longer than the cap (the search
-// kernel re-reads the bank once per 8 query rows: see docs/gpu.md). Writes JSON to argv[1].
+// sizes run in increasing order and stop once one step takes longer than the cap (see
+// docs/gpu.md for what is expected). Writes JSON to argv[1].
 // Built only with the CUDA binding; not run yet (no GPU in the session that wrote it).
 #include <algorithm>
 #include <chrono>

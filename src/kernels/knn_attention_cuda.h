@@ -17,6 +17,9 @@
 
 #include <cstdint>
 
+#include <cstddef>
+
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -31,27 +34,44 @@ constexpr int kCudaMaxBanks = 8;          // banks of one call
 constexpr int kCudaMaxCandidates = 4096;  // C of topk_attention_forward_cuda
 
 // ---- (a) exact search: scores of R queries against one bank's keys, the best k per query ----
-// The bank's rows are cut into `splits` contiguous chunks; one launch scores every (query, chunk)
-// pair (keys staged in shared memory 32 at a time, one warp per query keeping a running top-k
-// behind a threshold), writing a partial top-k per chunk, then the partial lists are merged.
-// partial_scores / partial_ids: device scratch of R * splits * k entries (unused when
-// splits == 1). Results go to top_scores / top_ids [R, out_ld] starting at column 0 of each row,
-// k columns (out_ld >= k lets several banks write side by side before topk_merge_cuda).
-// Ids are id_offset + row. Padding where N < k: -1 / -inf.
-template <typename T>
-cudaError_t topk_search_cuda(const float* q, int64_t R, int64_t dk, const T* keys, int64_t N,
-                             int64_t id_offset, float scale, int64_t k, int splits,
-                             float* partial_scores, int64_t* partial_ids, float* top_scores,
-                             int64_t* top_ids, int64_t out_ld, cudaStream_t stream);
+// Tensor-core scoring, then selection (docs/gpu.md, "The search"):
+//   1. query rows in blocks of plan.row_block; the bank's keys in chunks of plan.chunk;
+//   2. per (row block, chunk), one cuBLAS GEMM writes the scores <q_r, k_j> as float
+//      [rows, chunk] into the workspace: float32 banks in exact float32 (the handle's TF32 mode
+//      is switched off for the call), bf16 banks on bf16 tensor cores with float32 accumulation
+//      (the queries rounded to bf16 once);
+//   3. a selection kernel (a warp per (row, slice of the chunk)) streams the scores once and
+//      keeps each slice's best k behind a running threshold;
+//   4. the slices' lists and the best k of the chunks so far are merged (the same selection
+//      kernel over explicit ids).
+// No allocation and no host synchronization: the caller passes a device workspace of
+// plan.workspace_bytes (topk_search_plan) and a cuBLAS handle; the handle's stream is set to
+// `stream` for the call. Results go to top_scores / top_ids [R, out_ld] from column 0 of each
+// row, k columns (out_ld >= k lets several banks write side by side before topk_merge_cuda).
+// Ids are id_offset + row; ties to the smaller id. Padding where N < k: -1 / -inf.
+struct TopkSearchPlan {
+  int64_t row_block = 0;  // query rows per GEMM
+  int64_t chunk = 0;      // keys per GEMM
+  int64_t slices = 0;     // warps per (row, chunk) in the selection
+  size_t workspace_bytes = 0;
+};
 
-// A number of chunks that fills the GPU without more than `max_partial_entries` of scratch
-// (R * splits * k <= max_partial_entries; at least 1).
-int topk_search_splits(int64_t R, int64_t N, int64_t k, int64_t max_partial_entries,
-                       int multiprocessors);
+// The plan for R queries against N keys of d_k dims: the score buffer at most
+// kCudaSearchScoreBytes, about 4 warps per multiprocessor in each selection launch.
+constexpr int64_t kCudaSearchScoreBytes = int64_t(256) << 20;
+TopkSearchPlan topk_search_plan(int64_t R, int64_t N, int64_t dk, int64_t k, bool bf16_keys,
+                                int multiprocessors);
+
+template <typename T>
+cudaError_t topk_search_cuda(cublasHandle_t blas, const TopkSearchPlan& plan, const float* q,
+                             int64_t R, int64_t dk, const T* keys, int64_t N, int64_t id_offset,
+                             float scale, int64_t k, void* workspace, float* top_scores,
+                             int64_t* top_ids, int64_t out_ld, cudaStream_t stream);
 
 // ---- (b) merge of candidate lists: rows of L (score, id) pairs -> the best k, sorted ----
 // Entries with id < 0 are skipped; ids within a row must be distinct (repeats are kept once).
-// The outputs must not overlap the inputs.
+// The outputs must not overlap the inputs. A warp per row streams the row once, as (a)'s
+// selection.
 cudaError_t topk_merge_cuda(const float* scores, const int64_t* ids, int64_t R, int64_t L,
                             int64_t k, float* top_scores, int64_t* top_ids, cudaStream_t stream);
 
@@ -68,6 +88,25 @@ cudaError_t topk_attention_forward_cuda(const float* q, int64_t R, int64_t dk, i
                                         const int64_t* cand, int64_t C, int64_t k, float scale,
                                         int64_t* top_ids, float* top_scores, float* probs,
                                         float* out, cudaStream_t stream);
+
+// The forward over lists that are already the top-k, sorted, with their scores (what (a) and
+// (b) give): softmax over the valid entries (id >= 0), values aggregated. No key is read again.
+// Writes probs [R, k] and out [R, dv].
+template <typename T>
+cudaError_t topk_attention_aggregate_cuda(const int64_t* top_ids, const float* top_scores,
+                                          int64_t R, int64_t k, int64_t dv,
+                                          const BankPointers<T>* banks, int nbanks, float* probs,
+                                          float* out, cudaStream_t stream);
+
+// Dynamic shared memory of the launches, for the host checks: each at most kCudaSmemBudget,
+// the default limit of a block, so no launch needs the opt-in above it and every launch fits
+// sm_80 (164 KiB per multiprocessor) as well as sm_90 (228 KiB). forward_warps: query rows per
+// block of topk_attention_forward_cuda for C candidates (fewer for long candidate lists).
+constexpr size_t kCudaSmemBudget = 48 * 1024;
+int topk_forward_warps(int64_t C);
+size_t topk_forward_smem_bytes(int64_t C);
+size_t lazy_gumbel_smem_bytes(int64_t k, int64_t dk);
+size_t topk_select_smem_bytes();
 
 // ---- (d) backward ----
 // Gradient to the queries, as topk_attention_backward_query (CPU): writes g [R, k] and dq [R, dk].
@@ -100,6 +139,9 @@ cudaError_t topk_attention_backward_rows_cuda(const float* q, const float* dout,
 // top-k set (top_ids, top_scores [R, k] from the forward). Tail keys come by geometric skips over
 // the keys outside S (each one independently with probability pB, so their count is
 // Binomial(n - k, pB) and they are distinct and uniform), numbered as in TailIds (lazy_gumbel.h).
+// The tail positions are cut into 32 contiguous ranges, one per lane: each lane runs its own
+// geometric process over its own range and scores its own keys, so a warp scores up to 32 tail
+// keys per step (inclusion stays independent per key, so the draw is exact).
 // Random numbers: Philox4x32-10 keyed by seed, counter (row, draw, block): the same seed and
 // inputs give the same draws for any launch shape. Not the CPU's mt19937_64 streams: CPU and GPU
 // draws agree in distribution, not draw for draw.

@@ -1,6 +1,8 @@
 // Host-side checks of the device helpers that need no GPU (kernels/cuda/common.cuh): Philox
-// known answers, the open uniforms, the (score, id) order and the tail-id numbering. Compiled by
+// known answers, the open uniforms, the (score, id) order and the tail-id numbering; and of the
+// launch shapes (shared memory per launch, the search's plans). Compiled by
 // nvcc and run on the CPU by tools/check-cuda, so they run where no GPU is.
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <vector>
@@ -83,6 +85,49 @@ int main() {
       ok = ok && tail_id(before.data(), static_cast<int>(s.size()), t) == tail[t];
     expect(ok, "tail_id numbering");
   }
+
+  // Launch limits that must hold on sm_80 as well as sm_90: no launch above the default 48 KiB
+  // of shared memory per block (kCudaSmemBudget), at every size the binding lets through.
+  using namespace kvtune::kernels;
+  bool smem_ok = topk_select_smem_bytes() <= kCudaSmemBudget &&
+                 lazy_gumbel_smem_bytes(kCudaMaxK, kCudaMaxDim) <= kCudaSmemBudget;
+  for (int64_t c = 1; c <= kCudaMaxCandidates; ++c)
+    smem_ok = smem_ok && topk_forward_smem_bytes(c) <= kCudaSmemBudget &&
+              topk_forward_warps(c) >= 1 && topk_forward_warps(c) <= 4;
+  std::printf(
+      "shared memory: select %zu B, lazy Gumbel %zu B (k %d, d_k %d), forward %zu B "
+      "(C = %d, %d warps) of %zu B\n",
+      topk_select_smem_bytes(), lazy_gumbel_smem_bytes(kCudaMaxK, kCudaMaxDim), kCudaMaxK,
+      kCudaMaxDim, topk_forward_smem_bytes(kCudaMaxCandidates), kCudaMaxCandidates,
+      topk_forward_warps(kCudaMaxCandidates), kCudaSmemBudget);
+  expect(smem_ok, "every launch within 48 KiB of shared memory");
+
+  // Search plans: rows and keys tiled, the score buffer bounded whatever the bank's size (no
+  // allocation that grows with N), slices of at least 1024 keys.
+  bool plan_ok = true;
+  size_t largest = 0;
+  for (int64_t R :
+       {int64_t(1), int64_t(29), int64_t(1024), int64_t(4096), int64_t(65536), int64_t(1) << 20})
+    for (int64_t N : {int64_t(1), int64_t(37), int64_t(5003), int64_t(70001), int64_t(1) << 20,
+                      int64_t(1) << 26, int64_t(1) << 30})
+      for (int64_t k : {int64_t(1), int64_t(32), int64_t(kCudaMaxK)})
+        for (bool bf16 : {false, true}) {
+          const auto p = topk_search_plan(R, N, /*dk=*/kCudaMaxDim, k, bf16, 132);
+          const bool ok =
+              p.row_block >= 1 && p.row_block <= std::min<int64_t>(R, 4096) && p.chunk >= 1 &&
+              p.chunk <= N && p.chunk <= (int64_t(1) << 20) &&
+              (p.chunk == N || p.row_block * p.chunk * 4 <= kCudaSearchScoreBytes ||
+               p.chunk == 4096) &&
+              p.slices >= 1 && (p.slices == 1 || p.chunk / p.slices >= 1024) &&
+              p.workspace_bytes >= 4 * static_cast<size_t>(p.row_block * p.chunk) +
+                                       12 * static_cast<size_t>(p.row_block * (2 + p.slices) * k);
+          plan_ok = plan_ok && ok;
+          largest = std::max(largest, p.workspace_bytes);
+        }
+  std::printf("search plans: largest workspace %zu MiB\n", largest >> 20);
+  expect(plan_ok, "search plans tile the rows and keys within their limits");
+  expect(largest <= (size_t(512) << 20), "search workspace bounded (512 MiB) for any bank size");
+  expect(topk_search_plan(0, 10, 8, 4, false, 132).workspace_bytes == 0, "empty plan");
 
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "host checks passed", failures);
   return failures ? 1 : 0;

@@ -101,6 +101,41 @@ TEST_P(CudaKernels, SearchFindsTheExactTopK) {
   }
 }
 
+// Past one GEMM: 4100 query rows (row blocks of 4096 and 4) against 9001 keys (chunks of 4096:
+// the running best k is merged with every chunk's). Three copies of e_0 in three chunks score
+// exactly `scale` against e_0, so the tie order (smaller id first) is checked exactly.
+TEST_P(CudaKernels, SearchTilesRowBlocksAndChunks) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  torch::manual_seed(test::test_seed());
+  const auto dtype = GetParam();
+  const double tol = cuda_tol(dtype);
+  const int64_t n = 9001, dk = 72, R = 4100;
+  auto keys = test::unit_rows(n, dk, torch::kFloat32);
+  auto q = test::unit_rows(R, dk, torch::kFloat32);
+  const auto e0 = torch::zeros({dk}).index_put_({0}, 1.0);
+  for (int64_t id : {3, 5000, 9000}) keys[id] = e0;
+  q[0] = e0;
+  q[R - 1] = e0;
+  const auto kq = keys.to(dtype).to(gpu()).contiguous();
+  const auto kc = keys.to(dtype).to(torch::kFloat32);
+  const double scale = 2.5;
+  const auto ref_all = scale * q.matmul(kc.t());
+  for (int64_t k : {1, 3, 128}) {
+    const auto got = cuda::topk_search(q.to(gpu()), kq, k, scale);
+    const auto s_gpu = got.scores.cpu(), ids = got.ids.cpu();
+    const auto ref = std::get<0>(ref_all.topk(k, 1));
+    EXPECT_LT(test::rel_error(s_gpu, ref), tol) << "k " << k;
+    EXPECT_LT(test::rel_error(s_gpu, ref_all.gather(1, ids)), tol) << "k " << k;
+    for (int64_t r : {int64_t(0), R - 1}) {
+      const int64_t want[] = {3, 5000, 9000};
+      for (int64_t j = 0; j < std::min<int64_t>(k, 3); ++j) {
+        EXPECT_EQ(ids[r][j].item<int64_t>(), want[j]) << "row " << r << " rank " << j;
+        EXPECT_EQ(s_gpu[r][j].item<float>(), static_cast<float>(scale)) << "row " << r;
+      }
+    }
+  }
+}
+
 TEST(CudaKernelsMerge, MergeKeepsTheBestKOfEveryRow) {
   SKIP_WITHOUT_CUDA_DEVICE();
   torch::manual_seed(test::test_seed());
@@ -217,6 +252,25 @@ TEST(CudaKernelsOp, TopkOpAndGradientsMatchTheCpuOp) {
   const auto cuda = run(gpu());
   for (size_t i = 0; i < cpu.size(); ++i)
     EXPECT_LT(test::rel_error(cuda[i], cpu[i]), cuda_tol(torch::kFloat32)) << "tensor " << i;
+}
+
+// The op searches once and its forward reuses the search's scores: the scores it returns are
+// the search's, bit for bit (a re-scoring by another kernel would round differently).
+TEST(CudaKernelsOp, ForwardReusesTheSearchScores) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  torch::manual_seed(test::test_seed());
+  const int64_t dk = 40, dv = 24;
+  const auto a = make_bank(501, dk, dv, torch::kFloat32);
+  const auto b = make_bank(77, dk, dv, torch::kFloat32);
+  const auto q = test::unit_rows(21, dk, torch::kFloat32).to(gpu());
+  KnnAttentionOptions options;
+  options.k = 19;
+  options.scale = 3.0;
+  const auto views = gpu_views({a, b});
+  const auto r = cuda::knn_attention_cuda(q, views, options);
+  const auto top = cuda::search_topk_cuda(q, views, options.k, options.scale);
+  EXPECT_TRUE(r.ids.cpu().equal(top.ids.cpu()));
+  EXPECT_TRUE(r.scores.cpu().equal(top.scores.cpu()));
 }
 
 // Chi-square of the draws against the float64 softmax, per row, as a z score. A row whose first

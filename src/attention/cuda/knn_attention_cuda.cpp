@@ -88,6 +88,31 @@ torch::ScalarType check_banks(const torch::Tensor& q_unit, const std::vector<Ban
   return dtype;
 }
 
+// The slot map of topk_attention_backward_rows_cuda: int64 [n], every entry -1 between calls
+// (the kernels reset what they set). One per (thread, device, stream), grown when a larger bank
+// comes, kept for the thread's life: a backward allocates nothing of the bank's size and runs
+// no memset over it once warm. Leaked on purpose at exit (freeing CUDA memory from a static
+// destructor can run after the driver shut down).
+int64_t* slot_map(const torch::Device& device, int64_t n) {
+  struct Entry {
+    int device;
+    cudaStream_t stream;
+    torch::Tensor slots;
+  };
+  thread_local auto* entries = new std::vector<Entry>();
+  const cudaStream_t stream = current_stream();
+  for (auto& e : *entries) {
+    if (e.device != device.index() || e.stream != stream) continue;
+    if (e.slots.size(0) < n)
+      e.slots = torch::full({n}, -1, torch::TensorOptions().device(device).dtype(torch::kInt64));
+    return e.slots.data_ptr<int64_t>();
+  }
+  entries->push_back(
+      {device.index(), stream,
+       torch::full({n}, -1, torch::TensorOptions().device(device).dtype(torch::kInt64))});
+  return entries->back().slots.data_ptr<int64_t>();
+}
+
 void check_k(int64_t k) {
   KVT_CHECK(k >= 1 && k <= kernels::kCudaMaxK, "the CUDA path takes 1 <= k <= ", kernels::kCudaMaxK,
             ", got ", k);
@@ -104,28 +129,26 @@ TopkLists topk_search(const torch::Tensor& q_unit, const torch::Tensor& keys, in
             "keys have dim ", keys.size(1), ", queries ", q_unit.size(1),
             " (<= ", kernels::kCudaMaxDim, ")");
   const c10::cuda::CUDAGuard guard(q_unit.device());
-  const int64_t R = q_unit.size(0), N = keys.size(0);
+  const int64_t R = q_unit.size(0), N = keys.size(0), dk = q_unit.size(1);
   auto f32 = q_unit.options();
   TopkLists out{torch::empty({R, k}, f32), torch::empty({R, k}, f32.dtype(torch::kInt64))};
+  if (R == 0) return out;
+  const bool bf16 = keys.scalar_type() == torch::kBFloat16;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int splits =
-      kernels::topk_search_splits(R, N, k, /*max_partial_entries=*/int64_t(1) << 26, sms);
-  torch::Tensor ps, pi;
-  if (splits > 1) {
-    ps = torch::empty({R, splits * k}, f32);
-    pi = torch::empty({R, splits * k}, f32.dtype(torch::kInt64));
-  }
-  float* ps_ptr = splits > 1 ? ps.data_ptr<float>() : nullptr;
-  int64_t* pi_ptr = splits > 1 ? pi.data_ptr<int64_t>() : nullptr;
-  if (keys.scalar_type() == torch::kFloat32) {
+  const auto plan = kernels::topk_search_plan(R, N, dk, k, bf16, sms);
+  // From the caching allocator: no cudaMalloc and no synchronization once it is warm.
+  auto workspace =
+      torch::empty({static_cast<int64_t>(plan.workspace_bytes)}, f32.dtype(torch::kUInt8));
+  cublasHandle_t blas = at::cuda::getCurrentCUDABlasHandle();
+  if (!bf16) {
     KVT_CUDA_CHECK(kernels::topk_search_cuda<float>(
-        q_unit.data_ptr<float>(), R, q_unit.size(1), ptr<float>(keys), N, id_offset,
-        static_cast<float>(scale), k, splits, ps_ptr, pi_ptr, out.scores.data_ptr<float>(),
+        blas, plan, q_unit.data_ptr<float>(), R, dk, ptr<float>(keys), N, id_offset,
+        static_cast<float>(scale), k, workspace.data_ptr(), out.scores.data_ptr<float>(),
         out.ids.data_ptr<int64_t>(), k, current_stream()));
   } else {
     KVT_CUDA_CHECK(kernels::topk_search_cuda<__nv_bfloat16>(
-        q_unit.data_ptr<float>(), R, q_unit.size(1), ptr<__nv_bfloat16>(keys), N, id_offset,
-        static_cast<float>(scale), k, splits, ps_ptr, pi_ptr, out.scores.data_ptr<float>(),
+        blas, plan, q_unit.data_ptr<float>(), R, dk, ptr<__nv_bfloat16>(keys), N, id_offset,
+        static_cast<float>(scale), k, workspace.data_ptr(), out.scores.data_ptr<float>(),
         out.ids.data_ptr<int64_t>(), k, current_stream()));
   }
   return out;
@@ -145,8 +168,8 @@ TopkLists merge_topk(const torch::Tensor& scores, const torch::Tensor& ids, int6
   return out;
 }
 
-torch::Tensor search_candidates_cuda(const torch::Tensor& q_unit,
-                                     const std::vector<BankView>& banks, int64_t k, double scale) {
+TopkLists search_topk_cuda(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
+                           int64_t k, double scale) {
   check_banks(q_unit, banks);
   std::vector<torch::Tensor> s, i;
   int64_t offset = 0;
@@ -156,8 +179,36 @@ torch::Tensor search_candidates_cuda(const torch::Tensor& q_unit,
     i.push_back(l.ids);
     offset += b.size();
   }
-  if (banks.size() == 1) return i[0];
-  return merge_topk(torch::cat(s, 1).contiguous(), torch::cat(i, 1).contiguous(), k).ids;
+  if (banks.size() == 1) return {s[0], i[0]};
+  return merge_topk(torch::cat(s, 1).contiguous(), torch::cat(i, 1).contiguous(), k);
+}
+
+TopkForward topk_attention_forward(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
+                                   const TopkLists& top) {
+  const auto dtype = check_banks(q_unit, banks);
+  check_cuda_tensor(top.ids, "top ids", torch::kInt64, 2);
+  check_cuda_tensor(top.scores, "top scores", torch::kFloat32, 2);
+  KVT_CHECK(top.ids.size(0) == q_unit.size(0) && top.scores.sizes() == top.ids.sizes(),
+            "top ids and scores must be [R, k] for R query rows");
+  const int64_t k = top.ids.size(1);
+  check_k(k);
+  const c10::cuda::CUDAGuard guard(q_unit.device());
+  const int64_t R = q_unit.size(0), dv = banks[0].values.size(1);
+  auto f32 = q_unit.options();
+  TopkForward r{top.ids, top.scores, torch::empty({R, k}, f32), torch::empty({R, dv}, f32)};
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    const auto ptrs = bank_pointers<T>(banks);
+    KVT_CUDA_CHECK(kernels::topk_attention_aggregate_cuda<T>(
+        r.ids.data_ptr<int64_t>(), r.scores.data_ptr<float>(), R, k, dv, ptrs.data(),
+        static_cast<int>(ptrs.size()), r.probs.data_ptr<float>(), r.output.data_ptr<float>(),
+        current_stream()));
+  };
+  if (dtype == torch::kFloat32)
+    launch(float{});
+  else
+    launch(__nv_bfloat16{});
+  return r;
 }
 
 TopkForward topk_attention_forward(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
@@ -218,35 +269,51 @@ TopkBackward topk_attention_backward(const torch::Tensor& q_unit,
   else
     launch(__nv_bfloat16{});
 
+  // Row gradients of every bank: kernels for all banks first, then one copy of the touched-row
+  // counts to the host (the only synchronization of the backward).
+  struct Pending {
+    torch::Tensor touched, dkeys, dvalues;
+    bool asked = false;
+  };
+  std::vector<Pending> pending(banks.size());
+  auto i64 = q_unit.options().dtype(torch::kInt64);
+  auto counts = torch::zeros({static_cast<int64_t>(banks.size())}, i64);
   int64_t offset = 0;
   for (size_t b = 0; b < banks.size(); ++b) {
-    BankRowGradients rows;
     const int64_t n = banks[b].size();
-    if (want_keys[b] || want_values[b]) {
+    Pending& p = pending[b];
+    p.asked = want_keys[b] || want_values[b];
+    if (p.asked) {
       const int64_t cap = std::min(R * k, n);
-      auto i64 = q_unit.options().dtype(torch::kInt64);
-      // The slot map costs 8 bytes per bank row per call; a trainer would keep one per bank.
-      auto slot = torch::full({n}, -1, i64);
-      auto touched = torch::empty({cap}, i64);
-      auto count = torch::empty({1}, i64);
-      auto dkeys = want_keys[b] ? torch::zeros({cap, dk}, q_unit.options()) : torch::Tensor();
-      auto dvalues = want_values[b] ? torch::zeros({cap, dv}, q_unit.options()) : torch::Tensor();
+      int64_t* slot = slot_map(q_unit.device(), n);
+      p.touched = torch::empty({cap}, i64);
+      p.dkeys = want_keys[b] ? torch::zeros({cap, dk}, q_unit.options()) : torch::Tensor();
+      p.dvalues = want_values[b] ? torch::zeros({cap, dv}, q_unit.options()) : torch::Tensor();
       KVT_CUDA_CHECK(kernels::topk_attention_backward_rows_cuda(
           q_unit.data_ptr<float>(), dout.data_ptr<float>(), fwd.probs.data_ptr<float>(),
           r.g.data_ptr<float>(), fwd.ids.data_ptr<int64_t>(), R, k, dk, dv, offset, n,
-          static_cast<float>(scale), slot.data_ptr<int64_t>(), touched.data_ptr<int64_t>(),
-          count.data_ptr<int64_t>(), want_keys[b] ? dkeys.data_ptr<float>() : nullptr,
-          want_values[b] ? dvalues.data_ptr<float>() : nullptr, current_stream()));
-      const int64_t U = count.item<int64_t>();  // synchronizes
+          static_cast<float>(scale), slot, p.touched.data_ptr<int64_t>(),
+          counts.data_ptr<int64_t>() + b, want_keys[b] ? p.dkeys.data_ptr<float>() : nullptr,
+          want_values[b] ? p.dvalues.data_ptr<float>() : nullptr, current_stream()));
+    }
+    offset += n;
+  }
+  bool any_asked = false;
+  for (const auto& p : pending) any_asked = any_asked || p.asked;
+  const auto host_counts = any_asked ? counts.cpu() : counts;  // synchronizes once
+  for (size_t b = 0; b < banks.size(); ++b) {
+    BankRowGradients rows;
+    const Pending& p = pending[b];
+    if (p.asked) {
+      const int64_t U = host_counts[static_cast<int64_t>(b)].item<int64_t>();
       // Rows come in claim order: sort them (and their gradients) for a coalesced COO tensor.
-      const auto sorted = torch::sort(touched.narrow(0, 0, U));
+      const auto sorted = torch::sort(p.touched.narrow(0, 0, U));
       const auto& order = std::get<1>(sorted);
       rows.rows = std::get<0>(sorted);
-      if (want_keys[b]) rows.dkeys = dkeys.narrow(0, 0, U).index_select(0, order);
-      if (want_values[b]) rows.dvalues = dvalues.narrow(0, 0, U).index_select(0, order);
+      if (p.dkeys.defined()) rows.dkeys = p.dkeys.narrow(0, 0, U).index_select(0, order);
+      if (p.dvalues.defined()) rows.dvalues = p.dvalues.narrow(0, 0, U).index_select(0, order);
     }
     r.rows.push_back(rows);
-    offset += n;
   }
   return r;
 }
@@ -331,8 +398,8 @@ struct CudaTopkFunction : public torch::autograd::Function<CudaTopkFunction> {
     const std::vector<torch::Tensor> tensors(bank_tensors.begin(), bank_tensors.end());
     const auto banks = views_of(*args.banks, tensors);
     const auto q = q_unit.contiguous();
-    const auto cand = search_candidates_cuda(q, banks, args.k, args.scale);
-    auto fwd = topk_attention_forward(q, banks, cand, args.k, args.scale);
+    // One search; the forward reuses its scores (no key is scored twice).
+    auto fwd = topk_attention_forward(q, banks, search_topk_cuda(q, banks, args.k, args.scale));
     std::vector<int64_t> grad_mask;
     for (const auto& t : tensors) grad_mask.push_back(t.requires_grad() ? 1 : 0);
     std::vector<torch::Tensor> saved = {q, fwd.ids, fwd.probs, fwd.output};

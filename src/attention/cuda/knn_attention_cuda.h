@@ -24,17 +24,20 @@ struct TopkLists {
 };
 
 // Exact search of unit queries [R, dk] against keys [N, dk]: the best k of scale * <q, k_j>,
-// ids id_offset + j. (a) in the kernels.
+// ids id_offset + j. (a) in the kernels: cuBLAS GEMM scores in chunks (on the thread's torch
+// cuBLAS handle and current stream), streamed selection, merges; a workspace from the caching
+// allocator (at most about kCudaSearchScoreBytes plus the partial lists); no synchronization.
 TopkLists topk_search(const torch::Tensor& q_unit, const torch::Tensor& keys, int64_t k,
                       double scale, int64_t id_offset = 0);
 
 // The best k of each row of [R, L] lists (ids distinct per row, -1 skipped). (b).
 TopkLists merge_topk(const torch::Tensor& scores, const torch::Tensor& ids, int64_t k);
 
-// Every bank searched exactly (topk_search), the lists merged: int64 [R, k] global ids.
-// On CUDA the banks' faiss indexes are not used: the search is exact over the current keys.
-torch::Tensor search_candidates_cuda(const torch::Tensor& q_unit,
-                                     const std::vector<BankView>& banks, int64_t k, double scale);
+// Every bank searched exactly (topk_search), the lists merged: the best k global ids with their
+// scores, sorted. On CUDA the banks' faiss indexes are not used: the search is exact over the
+// current keys.
+TopkLists search_topk_cuda(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
+                           int64_t k, double scale);
 
 struct TopkForward {
   torch::Tensor ids, scores, probs;  // [R, k]
@@ -44,6 +47,11 @@ struct TopkForward {
 // (c): candidates cand [R, C] re-scored, top-k, softmax, values aggregated; no autograd.
 TopkForward topk_attention_forward(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
                                    const torch::Tensor& cand, int64_t k, double scale);
+
+// (c) over lists that are already the top-k (search_topk_cuda's): their scores are reused, no
+// key is scored again; softmax and aggregation only. The op's forward.
+TopkForward topk_attention_forward(const torch::Tensor& q_unit, const std::vector<BankView>& banks,
+                                   const TopkLists& top);
 
 struct BankRowGradients {
   torch::Tensor rows;     // int64 [U], sorted, distinct (rows of this bank)

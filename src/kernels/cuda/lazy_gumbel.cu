@@ -1,5 +1,5 @@
 // (e) lazy Gumbel sampling on the GPU (docs/sampled-attention.md, The lazy Gumbel sampler), one
-// warp per query row.
+// warp per query row, a geometric process per lane over the tail.
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
@@ -81,37 +81,67 @@ __global__ void __launch_bounds__(kGumbelWarps* kWarp)
     }
     // Tail: each key outside S is looked at independently with probability pB = P(G > B);
     // geometric skips visit exactly those (a Binomial(n - k, pB) count of distinct, uniform ids).
+    // Lane l runs its own process over its own tail positions [lo, hi), with its own Philox
+    // blocks (kTailBlock0 + 32 step + l), and scores its own keys: up to 32 keys per warp step.
     const double b = ks > 0 ? best_v - s_min : -INFINITY;
     const double p_b = -expm1(-exp(-b));
     const double log_q = log1p(-p_b);  // -inf when pB = 1: every key is visited
-    int64_t t = -1;
+    const int64_t lo = tail_n * lane / kWarp, hi = tail_n * (lane + 1) / kWarp;
+    int64_t t = lo - 1;
+    bool active = p_b > 0.0;
+    double lane_v = -INFINITY;
+    int64_t lane_id = -1;
     for (uint32_t step = 0;; ++step) {
+      bool hit = false;
       double2 u = make_double2(0.5, 0.5);
-      double skip = 0;
-      if (lane == 0) {
-        u = philox_uniform2(seed, r, draw, kTailBlock0 + step);
-        skip = p_b >= 1.0 ? 0.0 : floor(log(u.x) / log_q);  // failures before the next hit
-      }
-      skip = __shfl_sync(kFullMask, skip, 0);
-      if (!(p_b > 0.0) || !(skip < static_cast<double>(tail_n - 1 - t))) break;
-      t += static_cast<int64_t>(skip) + 1;
-      const int64_t id = tail_id(before, ks, t);
-      const RowRef<T> ref = locate(banks, id, dk, /*dv=*/int64_t(0));
-      const double s =
-          ref.key != nullptr ? static_cast<double>(scale * warp_dot(q_s, ref.key, dk)) : -INFINITY;
-      ++scored;
-      if (lane == 0) {
-        // Gumbel conditioned on > B: E = -log1p(-V pB), g = -log E.
-        const double g = -log(-log1p(-u.y * p_b));
-        if (s + g > best_v) {
-          best_v = s + g;
-          best_id = id;
+      if (active) {
+        u = philox_uniform2(seed, r, draw, kTailBlock0 + step * kWarp + lane);
+        const double skip = p_b >= 1.0 ? 0.0 : floor(log(u.x) / log_q);  // failures first
+        if (skip < static_cast<double>(hi - 1 - t)) {
+          t += static_cast<int64_t>(skip) + 1;
+          hit = true;
+        } else {
+          active = false;
         }
       }
+      if (__ballot_sync(kFullMask, hit) == 0u) break;
+      if (!hit) continue;
+      const int64_t id = tail_id(before, ks, t);
+      const RowRef<T> ref = locate(banks, id, dk, /*dv=*/int64_t(0));
+      float acc = 0.f;
+      if (ref.key != nullptr)
+        for (int64_t i = 0; i < dk; ++i) acc += q_s[i] * load(ref.key + i);
+      const double s = ref.key != nullptr ? static_cast<double>(scale * acc) : -INFINITY;
+      ++scored;
+      // Gumbel conditioned on > B: E = -log1p(-V pB), g = -log E.
+      const double v = s - log(-log1p(-u.y * p_b));
+      if (v > lane_v) {
+        lane_v = v;
+        lane_id = id;
+      }
+    }
+    // The warp's best tail key, then against the top's best (ties to the smaller id).
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const double ov = __shfl_xor_sync(kFullMask, lane_v, off);
+      const int64_t oi = __shfl_xor_sync(kFullMask, lane_id, off);
+      if (oi >= 0 && (lane_id < 0 || ov > lane_v || (ov == lane_v && oi < lane_id))) {
+        lane_v = ov;
+        lane_id = oi;
+      }
+    }
+    if (lane_id >= 0 &&
+        (best_id < 0 || lane_v > best_v || (lane_v == best_v && lane_id < best_id))) {
+      best_v = lane_v;
+      best_id = lane_id;
     }
     if (lane == 0) out_ids[r * samples + d] = best_id;
   }
-  if (lane == 0) tail_scored[r] = scored;
+  // Keys scored over all lanes.
+  unsigned long long total = static_cast<unsigned long long>(scored);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(kFullMask, total, off);
+  if (lane == 0) tail_scored[r] = static_cast<int64_t>(total);
 }
 
 }  // namespace
@@ -130,11 +160,15 @@ cudaError_t lazy_gumbel_sample_cuda(const float* q, int64_t R, int64_t dk,
   if (R == 0) return cudaSuccess;
   int64_t n = 0;
   for (int b = 0; b < nbanks; ++b) n = std::max(n, banks[b].offset + banks[b].rows);
-  const size_t smem = kGumbelWarps * (2 * k * sizeof(int64_t) + dk * sizeof(float));
-  lazy_gumbel_kernel<T><<<blocks_for(R, kGumbelWarps), kGumbelWarps * kWarp, smem, stream>>>(
-      q, R, dk, set, n, top_ids, top_scores, static_cast<int>(k), scale, samples, seed, out_ids,
-      tail_scored);
+  lazy_gumbel_kernel<T>
+      <<<blocks_for(R, kGumbelWarps), kGumbelWarps * kWarp, lazy_gumbel_smem_bytes(k, dk),
+         stream>>>(q, R, dk, set, n, top_ids, top_scores, static_cast<int>(k), scale, samples, seed,
+                   out_ids, tail_scored);
   return cudaGetLastError();
+}
+
+size_t lazy_gumbel_smem_bytes(int64_t k, int64_t dk) {
+  return kGumbelWarps * (2 * k * sizeof(int64_t) + dk * sizeof(float));
 }
 
 template cudaError_t lazy_gumbel_sample_cuda<float>(const float*, int64_t, int64_t,

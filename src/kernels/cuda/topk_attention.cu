@@ -1,4 +1,6 @@
 // (c) forward and (d) backward of truncated top-k attention over retrieved rows.
+#include <algorithm>
+
 #include "kernels/cuda/common.cuh"
 
 namespace kvtune::kernels {
@@ -9,8 +11,41 @@ using namespace cuda_detail;
 constexpr int kRowWarps = 4;  // query rows per block, one warp each
 constexpr int kDimSlots = kCudaMaxDim / kWarp;
 
+// Softmax over the sorted top-k scores ts [k] (the first `kept` valid) into pr [k], then the
+// values aggregated into out_r [dv] with lanes over d_v. Whole warp.
+template <typename T>
+__device__ __forceinline__ void softmax_aggregate(const float* ts, const int64_t* ti, int kept,
+                                                  int k, const BankSet<T>& banks, int64_t dv,
+                                                  float* pr, float* out_r) {
+  const int lane = threadIdx.x % kWarp;
+  const float max_s = kept > 0 ? ts[0] : 0.f;
+  float z = 0.f;
+  for (int j = lane; j < kept; j += kWarp) z += expf(ts[j] - max_s);
+  z = warp_sum(z);
+  for (int j = lane; j < k; j += kWarp) pr[j] = j < kept ? expf(ts[j] - max_s) / z : 0.f;
+  __syncwarp();
+  float acc[kDimSlots];
+#pragma unroll
+  for (int t = 0; t < kDimSlots; ++t) acc[t] = 0.f;
+  for (int j = 0; j < kept; ++j) {
+    const float p = pr[j];
+    const T* vr = locate(banks, ti[j], /*dk=*/int64_t(0), dv).value;
+#pragma unroll
+    for (int t = 0; t < kDimSlots; ++t) {
+      const int64_t i = t * kWarp + lane;
+      if (i < dv) acc[t] += p * load(vr + i);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kDimSlots; ++t) {
+    const int64_t i = t * kWarp + lane;
+    if (i < dv) out_r[i] = acc[t];
+  }
+}
+
 // Warp per row: score the C candidates into shared memory, select the best k (written straight
-// to the outputs), softmax, then aggregate the values with lanes over d_v.
+// to the outputs), softmax, then aggregate the values with lanes over d_v. Rows per block:
+// blockDim.x / 32 (topk_forward_warps: fewer for long candidate lists).
 template <typename T>
 __global__ void __launch_bounds__(kRowWarps* kWarp)
     topk_forward_kernel(const float* __restrict__ q, int64_t R, int64_t dk, int64_t dv,
@@ -18,11 +53,12 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
                         float scale, int64_t* top_ids, float* top_scores, float* probs,
                         float* out) {
   extern __shared__ unsigned char smem_raw[];
+  const int warps = blockDim.x / kWarp;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   float* cs = reinterpret_cast<float*>(smem_raw) + warp * C;  // [C] scores
-  int64_t* ci = reinterpret_cast<int64_t*>(reinterpret_cast<float*>(smem_raw) + kRowWarps * C) +
+  int64_t* ci = reinterpret_cast<int64_t*>(reinterpret_cast<float*>(smem_raw) + warps * C) +
                 warp * C;  // [C] ids (-1: skipped)
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowWarps + warp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * warps + warp;
   if (r >= R) return;
   const float* qr = q + r * dk;
   for (int c = 0; c < C; ++c) {
@@ -39,31 +75,24 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
   float* ts = top_scores + r * k;
   int64_t* ti = top_ids + r * k;
   const int kept = warp_select(cs, ci, C, k, ts, ti);
-  // Softmax over the kept entries (ts is sorted, so ts[0] is the max).
-  const float max_s = kept > 0 ? ts[0] : 0.f;
-  float z = 0.f;
-  for (int j = lane; j < kept; j += kWarp) z += expf(ts[j] - max_s);
-  z = warp_sum(z);
-  float* pr = probs + r * k;
-  for (int j = lane; j < k; j += kWarp) pr[j] = j < kept ? expf(ts[j] - max_s) / z : 0.f;
-  __syncwarp();
-  float acc[kDimSlots];
+  softmax_aggregate(ts, ti, kept, k, banks, dv, probs + r * k, out + r * dv);
+}
+
+// Warp per row over lists that are already the sorted top-k with their scores: the valid
+// entries are counted (ids >= 0 come first), then softmax and aggregation as above.
+template <typename T>
+__global__ void __launch_bounds__(kRowWarps* kWarp)
+    topk_aggregate_kernel(const int64_t* __restrict__ top_ids, const float* __restrict__ top_scores,
+                          int64_t R, int k, int64_t dv, BankSet<T> banks, float* probs,
+                          float* out) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  if (r >= R) return;
+  const int64_t* ti = top_ids + r * k;
+  int kept = 0;
+  for (int j = threadIdx.x % kWarp; j < k; j += kWarp) kept += ti[j] >= 0 ? 1 : 0;
 #pragma unroll
-  for (int t = 0; t < kDimSlots; ++t) acc[t] = 0.f;
-  for (int j = 0; j < kept; ++j) {
-    const float p = pr[j];
-    const T* vr = locate(banks, ti[j], dk, dv).value;
-#pragma unroll
-    for (int t = 0; t < kDimSlots; ++t) {
-      const int64_t i = t * kWarp + lane;
-      if (i < dv) acc[t] += p * load(vr + i);
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < kDimSlots; ++t) {
-    const int64_t i = t * kWarp + lane;
-    if (i < dv) out[r * dv + i] = acc[t];
-  }
+  for (int off = 16; off > 0; off >>= 1) kept += __shfl_xor_sync(kFullMask, kept, off);
+  softmax_aggregate(top_scores + r * k, ti, kept, k, banks, dv, probs + r * k, out + r * dv);
 }
 
 // Warp per row: D = <dO, O>; g_j = p_j (<dO, v_j> - D); dq = c sum_j g_j k_j.
@@ -172,13 +201,38 @@ cudaError_t topk_attention_forward_cuda(const float* q, int64_t R, int64_t dk, i
   BankSet<T> set;
   KVT_CUDA_TRY(make_bank_set(banks, nbanks, &set));
   if (R == 0) return cudaSuccess;
-  const size_t smem = kRowWarps * C * (sizeof(float) + sizeof(int64_t));
-  KVT_CUDA_TRY(cudaFuncSetAttribute(
-      topk_forward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  topk_forward_kernel<T><<<blocks_for(R, kRowWarps), kRowWarps * kWarp, smem, stream>>>(
-      q, R, dk, dv, set, cand, static_cast<int>(C), static_cast<int>(k), scale, top_ids, top_scores,
-      probs, out);
+  const int warps = topk_forward_warps(C);
+  topk_forward_kernel<T>
+      <<<blocks_for(R, warps), warps * kWarp, topk_forward_smem_bytes(C), stream>>>(
+          q, R, dk, dv, set, cand, static_cast<int>(C), static_cast<int>(k), scale, top_ids,
+          top_scores, probs, out);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t topk_attention_aggregate_cuda(const int64_t* top_ids, const float* top_scores,
+                                          int64_t R, int64_t k, int64_t dv,
+                                          const BankPointers<T>* banks, int nbanks, float* probs,
+                                          float* out, cudaStream_t stream) {
+  if (R < 0 || dv < 1 || dv > kCudaMaxDim || k < 1 || k > kCudaMaxK) return cudaErrorInvalidValue;
+  BankSet<T> set;
+  KVT_CUDA_TRY(make_bank_set(banks, nbanks, &set));
+  if (R == 0) return cudaSuccess;
+  topk_aggregate_kernel<T><<<blocks_for(R, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+      top_ids, top_scores, R, static_cast<int>(k), dv, set, probs, out);
+  return cudaGetLastError();
+}
+
+int topk_forward_warps(int64_t C) {
+  const size_t per_warp =
+      static_cast<size_t>(std::max<int64_t>(C, 1)) * (sizeof(float) + sizeof(int64_t));
+  return static_cast<int>(
+      std::max<size_t>(1, std::min<size_t>(kRowWarps, kCudaSmemBudget / per_warp)));
+}
+
+size_t topk_forward_smem_bytes(int64_t C) {
+  return static_cast<size_t>(topk_forward_warps(C)) * static_cast<size_t>(C) *
+         (sizeof(float) + sizeof(int64_t));
 }
 
 template <typename T>
@@ -226,13 +280,16 @@ cudaError_t topk_attention_backward_rows_cuda(const float* q, const float* dout,
   return cudaGetLastError();
 }
 
-#define KVTUNE_INSTANTIATE(T)                                                               \
-  template cudaError_t topk_attention_forward_cuda<T>(                                      \
-      const float*, int64_t, int64_t, int64_t, const BankPointers<T>*, int, const int64_t*, \
-      int64_t, int64_t, float, int64_t*, float*, float*, float*, cudaStream_t);             \
-  template cudaError_t topk_attention_backward_query_cuda<T>(                               \
-      const float*, const float*, const int64_t*, const float*, int64_t, int64_t, int64_t,  \
-      int64_t, const BankPointers<T>*, int, float, float*, float*, cudaStream_t);
+#define KVTUNE_INSTANTIATE(T)                                                                     \
+  template cudaError_t topk_attention_forward_cuda<T>(                                            \
+      const float*, int64_t, int64_t, int64_t, const BankPointers<T>*, int, const int64_t*,       \
+      int64_t, int64_t, float, int64_t*, float*, float*, float*, cudaStream_t);                   \
+  template cudaError_t topk_attention_backward_query_cuda<T>(                                     \
+      const float*, const float*, const int64_t*, const float*, int64_t, int64_t, int64_t,        \
+      int64_t, const BankPointers<T>*, int, float, float*, float*, cudaStream_t);                 \
+  template cudaError_t topk_attention_aggregate_cuda<T>(const int64_t*, const float*, int64_t,    \
+                                                        int64_t, int64_t, const BankPointers<T>*, \
+                                                        int, float*, float*, cudaStream_t);
 KVTUNE_INSTANTIATE(float)
 KVTUNE_INSTANTIATE(__nv_bfloat16)
 #undef KVTUNE_INSTANTIATE
