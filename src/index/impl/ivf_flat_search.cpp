@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <exception>
 #include <limits>
 #include <typeinfo>
@@ -35,65 +36,47 @@ inline bool better(const Candidate& a, const Candidate& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
 
-// The k best candidates of one query: a binary heap with the worst of them on top.
+// The k best candidates of one query. Candidates at or above the floor are appended to a buffer;
+// when it holds 2k, it is cut back to its best k (nth_element) and the floor rises to the k-th
+// best score. Appends are sequential writes, and each cut is linear in 2k, where a binary heap
+// of k would miss the cache on every sift of every query the chunk interleaves. The result is
+// the same: the k best under (score descending, id ascending), a total order.
 class TopK {
  public:
   void reset(int64_t k) {
     k_ = static_cast<size_t>(k);
-    heap_.clear();
-    heap_.reserve(k_);
+    buf_.clear();
+    buf_.reserve(2 * k_);
+    floor_ = -std::numeric_limits<float>::infinity();
   }
+  // score >= floor() (the caller's test).
   void offer(float score, int64_t id) {
-    const Candidate c{score, id};
-    if (heap_.size() < k_) {
-      heap_.push_back(c);
-      sift_up(heap_.size() - 1);
-    } else if (better(c, heap_[0])) {
-      sift_down(c);
-    }
+    buf_.push_back({score, id});
+    if (buf_.size() >= 2 * k_) cut();
   }
-  // The threshold a candidate must reach once the heap is full (-inf before).
-  float floor() const {
-    return heap_.size() < k_ ? -std::numeric_limits<float>::infinity() : heap_[0].score;
-  }
+  // The score a candidate must reach: the k-th best at the last cut (-inf before).
+  float floor() const { return floor_; }
   void write(float* scores, int64_t* ids) {
-    std::sort(heap_.begin(), heap_.end(), better);
+    if (buf_.size() > k_) cut();
+    std::sort(buf_.begin(), buf_.end(), better);
     for (size_t i = 0; i < k_; ++i) {
-      const bool have = i < heap_.size();
-      scores[i] = have ? heap_[i].score : -std::numeric_limits<float>::infinity();
-      ids[i] = have ? heap_[i].id : -1;
+      const bool have = i < buf_.size();
+      scores[i] = have ? buf_[i].score : -std::numeric_limits<float>::infinity();
+      ids[i] = have ? buf_[i].id : -1;
     }
   }
 
  private:
-  // Worse candidates toward the root.
-  void sift_up(size_t i) {
-    const Candidate c = heap_[i];
-    while (i > 0) {
-      const size_t parent = (i - 1) / 2;
-      if (!better(heap_[parent], c)) break;
-      heap_[i] = heap_[parent];
-      i = parent;
-    }
-    heap_[i] = c;
-  }
-  // Replaces the root by c.
-  void sift_down(const Candidate& c) {
-    const size_t n = heap_.size();
-    size_t i = 0;
-    for (;;) {
-      size_t child = 2 * i + 1;
-      if (child >= n) break;
-      if (child + 1 < n && better(heap_[child], heap_[child + 1])) ++child;
-      if (!better(c, heap_[child])) break;
-      heap_[i] = heap_[child];
-      i = child;
-    }
-    heap_[i] = c;
+  void cut() {
+    std::nth_element(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(k_ - 1), buf_.end(),
+                     better);
+    buf_.resize(k_);
+    floor_ = buf_[k_ - 1].score;
   }
 
   size_t k_ = 0;
-  std::vector<Candidate> heap_;
+  std::vector<Candidate> buf_;
+  float floor_ = 0;
 };
 
 void search_chunk(const faiss::IndexIVFFlat& index, const float* queries, const int64_t* probes,
@@ -139,7 +122,21 @@ void search_chunk(const faiss::IndexIVFFlat& index, const float* queries, const 
       TopK& t = top[users[start[l] + u]];
       const float* row = products.data() + u * size;
       float floor = t.floor();
-      for (int64_t j = 0; j < size; ++j) {
+      int64_t j = 0;
+      // Once the heap is full most products fall below its floor: a block of 16 is skipped on
+      // one vectorized maximum, and only a block that holds a candidate is walked.
+      for (; j + 16 <= size; j += 16) {
+        float block_max = row[j];
+#pragma omp simd reduction(max : block_max)
+        for (int64_t i = 0; i < 16; ++i) block_max = std::max(block_max, row[j + i]);
+        if (block_max < floor) continue;
+        for (int64_t i = j; i < j + 16; ++i) {
+          if (row[i] < floor) continue;
+          t.offer(row[i], list_ids[i]);
+          floor = t.floor();
+        }
+      }
+      for (; j < size; ++j) {
         if (row[j] < floor) continue;
         t.offer(row[j], list_ids[j]);
         floor = t.floor();
