@@ -35,6 +35,21 @@ inline const BankPointers<T>* locate(const BankPointers<T>* banks, int nbanks, i
   return nullptr;
 }
 
+// Gathered bank rows are a cache miss each: the row `ahead` entries on is asked for early, so
+// several misses are in flight at once (rows of d elements, every cache line of the row).
+constexpr int64_t kPrefetchAhead = 8;
+
+template <typename T>
+inline void prefetch_row(const BankPointers<T>* banks, int nbanks, int64_t id, int64_t d,
+                         bool keys) {
+  int64_t row;
+  const BankPointers<T>* bank = id >= 0 ? locate(banks, nbanks, id, &row) : nullptr;
+  if (bank == nullptr) return;
+  const char* p = reinterpret_cast<const char*>((keys ? bank->keys : bank->values) + row * d);
+  for (int64_t at = 0; at < d * static_cast<int64_t>(sizeof(T)); at += 64)
+    __builtin_prefetch(p + at);
+}
+
 }  // namespace
 
 template <typename T>
@@ -52,6 +67,8 @@ void topk_attention_forward(const T* q, int64_t R, int64_t dk, int64_t dv,
       const T* qr = q + r * dk;
       scored.clear();
       for (int64_t c = 0; c < C; ++c) {
+        if (c + kPrefetchAhead < C)
+          prefetch_row(banks, nbanks, cand[r * C + c + kPrefetchAhead], dk, /*keys=*/true);
         const int64_t id = cand[r * C + c];
         if (id < 0) continue;
         int64_t row;
@@ -87,6 +104,8 @@ void topk_attention_forward(const T* q, int64_t R, int64_t dk, int64_t dv,
       }
       for (int64_t j = kept; j < k; ++j) probs_r[j] = 0;
       for (int64_t j = 0; j < kept; ++j) {
+        if (j + kPrefetchAhead < kept)
+          prefetch_row(banks, nbanks, ids_r[j + kPrefetchAhead], dv, /*keys=*/false);
         probs_r[j] /= z;
         int64_t row;
         const BankPointers<T>* bank = locate(banks, nbanks, ids_r[j], &row);
