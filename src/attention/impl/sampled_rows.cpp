@@ -1,12 +1,13 @@
 #include "attention/impl/sampled_rows.h"
 
+#include <algorithm>
 #include <exception>
-
-#include <ATen/Dispatch.h>
+#include <limits>
+#include <utility>
+#include <vector>
 
 #include "attention/retrieval.h"
 #include "common/check.h"
-#include "kernels/knn_attention_cpu.h"
 
 namespace kvtune::impl {
 
@@ -17,32 +18,50 @@ SampledTop sampled_top(const std::string& name, const torch::Tensor& q_unit,
             "' has no autograd of its own: call it through knn_attention, which attaches the "
             "backward options.backward names (exact, sampled or dense)");
   const auto q = q_unit.detach().contiguous();
-  const int64_t R = q.size(0), dk = q.size(1), k = options.k;
-  const int64_t dv = rows.dv();
+  const int64_t R = q.size(0), k = options.k;
 
   const auto cand = search_candidates(q, banks, k);
+  const int64_t C = cand.size(1);
   SampledTop top;
-  top.ids = torch::empty({R, k}, torch::kInt64);
-  top.scores = torch::empty({R, k}, q.options());
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sampled_forward_select", [&] {
-    std::vector<kernels::BankPointers<scalar_t>> ptrs;
-    int64_t offset = 0;
-    for (const auto& b : banks) {
-      ptrs.push_back(
-          {b.keys.data_ptr<scalar_t>(), b.values.data_ptr<scalar_t>(), b.size(), offset});
-      offset += b.size();
-    }
-    kernels::topk_attention_forward<scalar_t>(
-        q.data_ptr<scalar_t>(), R, dk, dv, ptrs.data(), static_cast<int>(ptrs.size()),
-        cand.data_ptr<int64_t>(), cand.size(1), k, static_cast<scalar_t>(options.scale),
-        top.ids.data_ptr<int64_t>(), top.scores.data_ptr<scalar_t>(), nullptr, nullptr);
-  });
-
+  // The candidates scored once, by the score routine the sampler uses for the tail, and the
+  // best k of them kept by those scores (ties to the smaller id; invalid ids dropped).
   top.q = q.to(torch::kFloat64).contiguous();
-  top.rescored = torch::empty({R, k}, torch::kFloat64);
   const double* qp = top.q.data_ptr<double>();
-  const int64_t* ids = top.ids.data_ptr<int64_t>();
-  rows.score_rows(qp, R, ids, k, options.scale, top.rescored.data_ptr<double>());
+  const auto cand_scores = torch::empty({R, C}, torch::kFloat64);
+  rows.score_rows(qp, R, cand.data_ptr<int64_t>(), C, options.scale,
+                  cand_scores.data_ptr<double>());
+  top.ids = torch::empty({R, k}, torch::kInt64);
+  top.rescored = torch::empty({R, k}, torch::kFloat64);
+  const int64_t* cp = cand.data_ptr<int64_t>();
+  const double* csp = cand_scores.data_ptr<double>();
+  int64_t* ip = top.ids.data_ptr<int64_t>();
+  double* sp = top.rescored.data_ptr<double>();
+  const int64_t total = rows.total();
+#pragma omp parallel
+  {
+    std::vector<std::pair<double, int64_t>> scored;
+    scored.reserve(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      scored.clear();
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t id = cp[r * C + c];
+        if (id >= 0 && id < total) scored.emplace_back(csp[r * C + c], id);
+      }
+      const int64_t kept = std::min<int64_t>(k, static_cast<int64_t>(scored.size()));
+      std::partial_sort(
+          scored.begin(), scored.begin() + kept, scored.end(),
+          [](const std::pair<double, int64_t>& a, const std::pair<double, int64_t>& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+          });
+      for (int64_t j = 0; j < k; ++j) {
+        const bool have = j < kept;
+        ip[r * k + j] = have ? scored[j].second : -1;
+        sp[r * k + j] = have ? scored[j].first : -std::numeric_limits<double>::infinity();
+      }
+    }
+  }
+  top.scores = top.rescored.to(q.scalar_type());
   return top;
 }
 

@@ -26,13 +26,15 @@ struct SampledRow {
 
 using SampledRowFn = std::function<void(const BankRows& rows, const SampledRow& row)>;
 
-// The merged exact top-k of all banks per query row, as "topk" selects it (no softmax, no
-// aggregation), and its scores again from BankRows::score_ids: every comparison of a tail score
-// with the top-k's minimum then uses the same arithmetic.
+// The merged exact top-k of all banks per query row (no softmax, no aggregation): the search's
+// candidates scored once by BankRows::score_ids and the best k kept by those scores, ties to the
+// smaller id. Every comparison of a tail score with the top-k's minimum then uses the same
+// arithmetic. (The "topk" estimator scores its candidates with the CPU kernel's own inner
+// product, so where two scores differ only in the last bits the two may order them apart.)
 struct SampledTop {
   torch::Tensor q;         // [R, dk] float64, the unit query rows
   torch::Tensor ids;       // [R, k] int64 global ids, -1 padded
-  torch::Tensor scores;    // [R, k] in the op's dtype, as "topk" reports them
+  torch::Tensor scores;    // [R, k] rescored, in the op's dtype
   torch::Tensor rescored;  // [R, k] float64 from BankRows::score_ids; -inf where id is -1
 };
 
