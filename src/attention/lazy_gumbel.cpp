@@ -20,10 +20,6 @@ uint64_t stream_seed(uint64_t seed, uint64_t stream) {
   return mix(mix(seed) ^ stream);
 }
 
-double open_uniform(SamplerRng& rng) {
-  return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53;
-}
-
 int64_t uniform_index(SamplerRng& rng, int64_t bound) {
   const unsigned __int128 x = static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(bound);
   return static_cast<int64_t>(x >> 64);

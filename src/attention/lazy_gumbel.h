@@ -28,7 +28,9 @@ using SamplerRng = std::mt19937_64;
 uint64_t stream_seed(uint64_t seed, uint64_t stream);
 
 // Uniform in the open interval (0, 1): 53 random bits, centred in their cell.
-double open_uniform(SamplerRng& rng);
+inline double open_uniform(SamplerRng& rng) {
+  return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53;
+}
 
 // Uniform integer in [0, bound), bound > 0: the high 64 bits of rng() * bound (Lemire's map;
 // bias below bound / 2^64).

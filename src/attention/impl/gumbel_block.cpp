@@ -9,6 +9,7 @@
 
 #include "attention/lazy_gumbel.h"
 #include "common/check.h"
+#include "kernels/vector_math.h"
 
 namespace kvtune::impl {
 namespace {
@@ -19,6 +20,9 @@ constexpr uint64_t kFieldStreams = 0x6669656c64ULL;  // "field"
 constexpr double kDenseShare = 0.25;
 // Field keys asked for ahead of the one being scored.
 constexpr size_t kPrefetchAhead = 8;
+// Random numbers transformed per batch: the logarithms of a batch are one vector call
+// (kernels/vector_math.h). What a batch leaves unused at the end of a field is dropped.
+constexpr int kBatch = 16;
 
 struct Row {
   std::vector<int64_t> ids;     // S: the valid top-k ids, in the order given
@@ -36,7 +40,25 @@ struct Row {
   std::vector<double> best, threshold, tail_p;
   std::vector<int64_t> draw_of_rank;  // the draws by ascending threshold
   size_t walk = 0;                    // position in `sorted` during one field
+  // Truncated Gumbels for the current field's draw, made a batch at a time from the row's own
+  // stream; `next` == kBatch: none left.
+  double gumbels[kBatch];
+  int next = kBatch;
 };
+
+// The row's next Gumbel conditioned on exceeding the threshold whose P(G > B) is tail_p, as
+// truncated_gumbel computes it (E = -log1p(-V tail_p), G = -log E), a batch at a time.
+double next_truncated_gumbel(Row& row, double tail_p) {
+  if (row.next == kBatch) {
+    double* g = row.gumbels;
+    for (int i = 0; i < kBatch; ++i) g[i] = -open_uniform(row.rng) * tail_p;
+    kernels::log1p_n(g, g, kBatch);  // -E
+    for (int i = 0; i < kBatch; ++i) g[i] = -g[i];
+    kernels::log_n(g, g, kBatch);  // log E = -G
+    row.next = 0;
+  }
+  return -row.gumbels[row.next++];
+}
 
 void prepare_row(Row& row, const double* q, const int64_t* top_ids, const double* top_scores,
                  int64_t k, int64_t n, int64_t dk, int64_t count) {
@@ -169,19 +191,29 @@ void draw_block(const BankRows& rows, const double* q, const int64_t* top_ids,
     SamplerRng frng(stream_seed(fields, static_cast<uint64_t>(block * count + g)));
     s.field_ids.clear();
     s.field_marks.clear();
-    double t = -1;
-    for (;;) {
-      const double gap = std::isinf(log_q) ? 0.0 : std::floor(std::log(open_uniform(frng)) / log_q);
-      t += 1 + gap;
-      if (!(t < static_cast<double>(n))) break;
-      s.field_ids.push_back(static_cast<int64_t>(t));
+    if (std::isinf(log_q)) {  // p = 1: every key
+      for (int64_t id = 0; id < n; ++id) s.field_ids.push_back(id);
+    } else {
+      double t = -1, logs[kBatch];
+      for (bool more = true; more;) {
+        for (int i = 0; i < kBatch; ++i) logs[i] = open_uniform(frng);
+        kernels::log_n(logs, logs, kBatch);
+        for (int i = 0; i < kBatch && more; ++i) {
+          t += 1 + std::floor(logs[i] / log_q);  // the keys skipped before the next one
+          more = t < static_cast<double>(n);
+          if (more) s.field_ids.push_back(static_cast<int64_t>(t));
+        }
+      }
     }
     for (size_t i = 0; i < s.field_ids.size(); ++i) {
       s.field_marks.push_back(p * open_uniform(frng));
     }
     stats.gathered += static_cast<int64_t>(s.field_ids.size());
 
-    for (const int64_t i : s.order) s.rows[i].walk = 0;
+    for (const int64_t i : s.order) {
+      s.rows[i].walk = 0;
+      s.rows[i].next = kBatch;  // this field's draw has its own threshold
+    }
     for (size_t f = 0; f < s.field_ids.size(); ++f) {
       if (f + kPrefetchAhead < s.field_ids.size()) {
         rows.prefetch_key(s.field_ids[f + kPrefetchAhead]);
@@ -199,7 +231,7 @@ void draw_block(const BankRows& rows, const double* q, const int64_t* top_ids,
         const int64_t c = row.draw_of_rank[g];
         // The key's Gumbel in this row's draw, given that it passes the threshold: from the
         // row's own stream, so rows share which keys they examine but not their Gumbels.
-        const double G = truncated_gumbel(row.threshold[c], row.tail_p[c], row.rng);
+        const double G = next_truncated_gumbel(row, row.tail_p[c]);
         const double score = rows.score_id(row.q, row.q32.data(), id, scale);
         ++stats.tail_keys;
         if (score > row.s_min) ++stats.above_threshold;
