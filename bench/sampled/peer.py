@@ -9,9 +9,21 @@ Reads /keys and /values of the bank and /queries (normalized here, as kvtune doe
 """
 import argparse
 import math
+import time
 
 import h5py
 import torch
+
+
+def timed(fn, repeats):
+    """(the minimum over `repeats` calls of fn's wall time, fn's last result): the in-process
+    benchmarks' timer (forward.py, train_step.py)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
 
 
 def read_inputs(bank, queries):

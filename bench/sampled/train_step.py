@@ -13,21 +13,11 @@ and the relative RMS error of kvtune's query gradient against the peer's.
 """
 import argparse
 import math
-import time
 
 import torch
 
 import kvtune
-from peer import read_inputs  # the peer's own reading of the bank and the queries
-
-
-def timed(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+from peer import read_inputs, timed  # the peer's own reading of the inputs, and its timer
 
 
 def main():

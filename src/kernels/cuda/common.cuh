@@ -29,17 +29,20 @@ __device__ __forceinline__ float load(const __nv_bfloat16* p) {
 }
 
 // The order of the CPU kernels: score descending, ties to the smaller id; invalid (id < 0) last.
-__host__ __device__ __forceinline__ bool better(float s1, int64_t i1, float s2, int64_t i2) {
+// S: float for scores, double for the samplers' perturbed scores.
+template <typename S>
+__host__ __device__ __forceinline__ bool better(S s1, int64_t i1, S s2, int64_t i2) {
   if (i1 < 0) return false;
   if (i2 < 0) return true;
   return s1 > s2 || (s1 == s2 && i1 < i2);
 }
 
 // Every lane gets the warp's best (score, id).
-__device__ __forceinline__ void warp_best(float& s, int64_t& id) {
+template <typename S>
+__device__ __forceinline__ void warp_best(S& s, int64_t& id) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
-    const float os = __shfl_xor_sync(kFullMask, s, off);
+    const S os = __shfl_xor_sync(kFullMask, s, off);
     const int64_t oi = __shfl_xor_sync(kFullMask, id, off);
     if (better(os, oi, s, id)) {
       s = os;

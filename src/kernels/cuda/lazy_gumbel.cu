@@ -65,20 +65,12 @@ __global__ void __launch_bounds__(kGumbelWarps* kWarp)
       if (ids[j] < 0 || ids[j] >= n) continue;
       const double u = philox_uniform2(seed, r, draw, static_cast<uint32_t>(j)).x;
       const double v = static_cast<double>(sc[j]) - log(-log(u));
-      if (v > best_v || (v == best_v && ids[j] < best_id)) {
+      if (better(v, ids[j], best_v, best_id)) {
         best_v = v;
         best_id = ids[j];
       }
     }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const double ov = __shfl_xor_sync(kFullMask, best_v, off);
-      const int64_t oi = __shfl_xor_sync(kFullMask, best_id, off);
-      if (oi >= 0 && (best_id < 0 || ov > best_v || (ov == best_v && oi < best_id))) {
-        best_v = ov;
-        best_id = oi;
-      }
-    }
+    warp_best(best_v, best_id);
     // Tail: each key outside S is looked at independently with probability pB = P(G > B);
     // geometric skips visit exactly those (a Binomial(n - k, pB) count of distinct, uniform ids).
     // Lane l runs its own process over its own tail positions [lo, hi), with its own Philox
@@ -121,17 +113,8 @@ __global__ void __launch_bounds__(kGumbelWarps* kWarp)
       }
     }
     // The warp's best tail key, then against the top's best (ties to the smaller id).
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const double ov = __shfl_xor_sync(kFullMask, lane_v, off);
-      const int64_t oi = __shfl_xor_sync(kFullMask, lane_id, off);
-      if (oi >= 0 && (lane_id < 0 || ov > lane_v || (ov == lane_v && oi < lane_id))) {
-        lane_v = ov;
-        lane_id = oi;
-      }
-    }
-    if (lane_id >= 0 &&
-        (best_id < 0 || lane_v > best_v || (lane_v == best_v && lane_id < best_id))) {
+    warp_best(lane_v, lane_id);
+    if (better(lane_v, lane_id, best_v, best_id)) {
       best_v = lane_v;
       best_id = lane_id;
     }
