@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/dot.h"
+
 namespace kvtune::kernels {
 namespace {
 
@@ -14,6 +16,15 @@ inline T dot(const T* a, const T* b, int64_t d) {
   T s = 0;
   for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];
   return s;
+}
+
+// <q, k> of a query and a key: for float32 the one SIMD routine the sampled estimators score
+// with (kernels::dot_f32), so both paths score a key with the same arithmetic; float64 in order.
+inline float key_dot(const float* q, const float* k, int64_t d) {
+  return dot_f32(q, k, d);
+}
+inline double key_dot(const double* q, const double* k, int64_t d) {
+  return dot(q, k, d);
 }
 
 template <typename T>
@@ -74,7 +85,7 @@ void topk_attention_forward(const T* q, int64_t R, int64_t dk, int64_t dv,
         int64_t row;
         const BankPointers<T>* bank = locate(banks, nbanks, id, &row);
         if (bank == nullptr) continue;
-        scored.emplace_back(scale * dot(qr, bank->keys + row * dk, dk), id);
+        scored.emplace_back(scale * key_dot(qr, bank->keys + row * dk, dk), id);
       }
       const int64_t kept = std::min<int64_t>(k, static_cast<int64_t>(scored.size()));
       auto better = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {

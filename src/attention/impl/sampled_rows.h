@@ -29,8 +29,9 @@ using SampledRowFn = std::function<void(const BankRows& rows, const SampledRow& 
 // The merged exact top-k of all banks per query row (no softmax, no aggregation): the search's
 // candidates scored once by BankRows::score_ids and the best k kept by those scores, ties to the
 // smaller id. Every comparison of a tail score with the top-k's minimum then uses the same
-// arithmetic. (The "topk" estimator scores its candidates with the CPU kernel's own inner
-// product, so where two scores differ only in the last bits the two may order them apart.)
+// arithmetic. (The "topk" estimator's kernel uses the same inner product, kernels::dot_f32 for
+// float32 banks, but rounds the scaled score to the bank's dtype, so two keys whose scores round
+// to the same float32 may be ordered apart by the two.)
 struct SampledTop {
   torch::Tensor q;         // [R, dk] float64, the unit query rows
   torch::Tensor ids;       // [R, k] int64 global ids, -1 padded
