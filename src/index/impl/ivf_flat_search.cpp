@@ -123,8 +123,8 @@ void search_chunk(const faiss::IndexIVFFlat& index, const float* queries, const 
       const float* row = products.data() + u * size;
       float floor = t.floor();
       int64_t j = 0;
-      // Once the heap is full most products fall below its floor: a block of 16 is skipped on
-      // one vectorized maximum, and only a block that holds a candidate is walked.
+      // Once the query has k candidates most products fall below its floor: a block of 16 is
+      // skipped on one vectorized maximum, and only a block that holds a candidate is walked.
       for (; j + 16 <= size; j += 16) {
         float block_max = row[j];
 #pragma omp simd reduction(max : block_max)
