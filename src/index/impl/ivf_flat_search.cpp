@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "kernels/dot_products.h"
 
 namespace kvtune::impl {
 namespace {
@@ -101,6 +102,9 @@ void search_chunk(const faiss::IndexIVFFlat& index, const float* queries, const 
   std::vector<TopK> top(static_cast<size_t>(count));
   for (auto& t : top) t.reset(k);
   std::vector<float> gathered, products;
+  // A list against its few queries: the register-tiled kernel reads the list where it lies,
+  // where a BLAS product would first pack it (most of its time at tens of queries per list).
+  const bool tiled = kernels::dot_products_tiled();
   for (int64_t l = 0; l < nlist; ++l) {
     const int64_t m = start[l + 1] - start[l];
     const int64_t size = static_cast<int64_t>(lists.list_size(l));
@@ -113,11 +117,15 @@ void search_chunk(const faiss::IndexIVFFlat& index, const float* queries, const 
       std::copy(q, q + d, gathered.begin() + u * d);
     }
     products.resize(static_cast<size_t>(m * size));
-    const auto opts = torch::TensorOptions().dtype(torch::kFloat32);
-    const auto qs = torch::from_blob(gathered.data(), {m, d}, opts);
-    const auto ks = torch::from_blob(const_cast<float*>(codes), {size, d}, opts);
-    auto out = torch::from_blob(products.data(), {m, size}, opts);
-    torch::mm_out(out, qs, ks.t());
+    if (tiled) {
+      kernels::dot_products_f32(gathered.data(), m, codes, size, d, products.data(), size);
+    } else {
+      const auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+      const auto qs = torch::from_blob(gathered.data(), {m, d}, opts);
+      const auto ks = torch::from_blob(const_cast<float*>(codes), {size, d}, opts);
+      auto out = torch::from_blob(products.data(), {m, size}, opts);
+      torch::mm_out(out, qs, ks.t());
+    }
     for (int64_t u = 0; u < m; ++u) {
       TopK& t = top[users[start[l] + u]];
       const float* row = products.data() + u * size;

@@ -1,9 +1,10 @@
-// Inner-product search of an IVF index with flat codes (faiss::IndexIVFFlat) by blocked matrix
+// Inner-product search of an IVF index with flat codes (faiss::IndexIVFFlat) by blocked
 // products: for a chunk of queries, every inverted list they probe is read once and scored
-// against all of the chunk's queries that probe it in one GEMM, instead of faiss's scan of one
-// list for one query at a time (a scalar loop in a faiss built without AVX2, as Debian's is).
-// The candidates are the same as faiss's (the same coarse assignment, the same lists); scores
-// differ from faiss's by float32 rounding of the products. docs/design.md, "Search".
+// against all of the chunk's queries that probe it in one pass (kernels::dot_products_f32, or a
+// BLAS product on CPUs without AVX-512), instead of faiss's scan of one list for one query at a
+// time (a scalar loop in a faiss built without AVX2, as Debian's is). The candidates are the
+// same as faiss's (the same coarse assignment, the same lists); scores differ from faiss's by
+// float32 rounding of the products. docs/design.md, "Search".
 #pragma once
 
 #include <cstdint>
