@@ -5,6 +5,9 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
 #define KVTUNE_DOT_PRODUCTS_AVX512 1
 #include <immintrin.h>
+// GCC 12's _mm512_undefined_ps (the merge source of unmasked shuffles) reads itself on purpose;
+// -Wmaybe-uninitialized reports it wherever a shuffle is inlined (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace kvtune::kernels {
