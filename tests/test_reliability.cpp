@@ -14,6 +14,7 @@
 #include <fstream>
 #include <numeric>
 #include <sstream>
+#include <thread>
 
 #include "bank/bank_io.h"
 #include "bank/indexed_bank.h"
@@ -566,6 +567,47 @@ TEST(IsolatedCall, ACrashInTheChildIsAnErrorAndResultsComeBack) {
 // A large result comes back through the memory file: the bytes the child wrote, aligned where it
 // asked, the answer beside them; a crash after writing is still an error; writing to the mapping
 // here touches neither the child's answer nor a second call.
+// A bank and its index are read at once (IndexedBank::load): calls from several threads must
+// each get their own child's answer, bulk and crash, never another's.
+TEST(IsolatedCall, CallsFromSeveralThreadsGetTheirOwnResults) {
+  constexpr int kThreads = 4, kCalls = 12;
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([t, &failures] {
+      for (int c = 0; c < kCalls; ++c) {
+        const std::string tag = std::to_string(t) + "/" + std::to_string(c);
+        const bool crash = (t + c) % 5 == 0;
+        std::vector<char> bytes(256 << 10);
+        for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * (t + 3) + c);
+        try {
+          const IsolatedResult r = isolated_call_bulk(
+              [&](BulkSink& sink) {
+                if (crash) std::raise(SIGSEGV);
+                sink.append(bytes.data(), bytes.size());
+                return tag;
+              },
+              "file " + tag, 60);
+          if (crash) failures[t] += tag + ": no crash reported; ";
+          if (r.answer != tag) failures[t] += tag + ": answer " + r.answer + "; ";
+          if (r.bulk->size() != bytes.size() ||
+              !std::equal(bytes.begin(), bytes.end(), r.bulk->data())) {
+            failures[t] += tag + ": another call's bytes; ";
+          }
+        } catch (const Error& e) {
+          const std::string want =
+              "file " + tag + " could not be read: the library reading it crashed";
+          if (!crash || std::string(e.what()).rfind(want, 0) != 0) {
+            failures[t] += tag + ": " + e.what() + "; ";
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
+}
+
 TEST(IsolatedCall, BulkResultsComeBackMappedAndCrashesAreStillErrors) {
   std::vector<char> big(5 << 20);
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
 
 #include "bank/bank_io.h"
@@ -167,6 +168,10 @@ void clean_bank_leftovers(const std::string& path) {
 }
 
 std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const IndexConfig& config) {
+  // The index file beside the bank is read while the bank is, each in its own child process
+  // (docs/reliability.md): it is the file used unless a killed save left a pending one.
+  std::optional<KeyIndex::PendingRead> early;
+  if (is_file(path) && is_file(index_path_for(path))) early.emplace(index_path_for(path));
   Bank bank = read_bank(path);
   const std::string id = read_bank_index_id(path).value_or("");
   std::string index_path = index_path_for(path);
@@ -204,9 +209,12 @@ std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const In
   if (!bank.meta.index_factory.empty()) params.factory = bank.meta.index_factory;
   auto result = std::make_shared<IndexedBank>(std::move(bank), IndexConfig{});
   KeyIndex::StoredKeys stored = KeyIndex::StoredKeys::kUnknown;
-  result->index_ = std::make_unique<KeyIndex>(
-      KeyIndex::load(index_path, result->bank_.keys.data_ptr<float>(), result->bank_.size(),
-                     result->bank_.keys.size(1), params, &stored));
+  const float* keys = result->bank_.keys.data_ptr<float>();
+  const int64_t n = result->bank_.size(), dim = result->bank_.keys.size(1);
+  result->index_ =
+      std::make_unique<KeyIndex>(early && early->path() == index_path
+                                     ? KeyIndex::load(*early, keys, n, dim, params, &stored)
+                                     : KeyIndex::load(index_path, keys, n, dim, params, &stored));
   if (id.empty()) {
     // A bank written before banks were bound to their index: the index is accepted when the
     // vectors it stores are the bank's keys, with a note when it cannot tell (PQ codes).

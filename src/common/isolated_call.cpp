@@ -14,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <mutex>
 
 #include <omp.h>
 
@@ -38,6 +39,13 @@ bool write_all(int fd, const char* data, size_t n) {
   return true;
 }
 
+// Several threads may read files at once (a bank and its index). A child inherits every
+// descriptor open at its fork: one holding another call's pipe write end would keep that call
+// from seeing its own child's end until both children are gone. The write end exists in this
+// process only from pipe() to the close after fork(), and both hold this lock, so no other
+// child can inherit it.
+std::mutex fork_mutex;
+
 }  // namespace
 
 double read_timeout_seconds(const std::string& path) {
@@ -57,6 +65,7 @@ namespace {
 std::string run_isolated(const std::function<std::string(BulkSink*)>& work, const std::string& what,
                          double timeout_s, int bulk_fd) {
   int fds[2];
+  std::unique_lock<std::mutex> lock(fork_mutex);
   KVT_CHECK(::pipe(fds) == 0, "cannot read ", what, ": pipe failed: ", std::strerror(errno));
   const pid_t pid = ::fork();
   if (pid < 0) {
@@ -67,6 +76,7 @@ std::string run_isolated(const std::function<std::string(BulkSink*)>& work, cons
   }
   if (pid == 0) {
     ::close(fds[0]);
+    lock.unlock();  // this thread's, copied locked: a nested isolated call may take it
     // The parent's OpenMP thread pool does not exist here: stay on this thread (torch's
     // parallel_for runs inline when OpenMP offers one thread).
     omp_set_num_threads(1);
@@ -86,6 +96,7 @@ std::string run_isolated(const std::function<std::string(BulkSink*)>& work, cons
     ::_exit(sent ? 0 : 3);
   }
   ::close(fds[1]);
+  lock.unlock();
   std::string answer;
   char buf[1 << 16];
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);

@@ -17,7 +17,8 @@ namespace kvtune {
 // exit without a result) becomes a kvtune::Error "<what> could not be read: the library reading
 // it crashed (...): the file is damaged; restore a copy or write it again". A child still busy
 // after `timeout_s` seconds is killed (HDF5 loops forever on some damaged files), which is an
-// error too. `work` must not need threads (OpenMP is set to one thread in the child).
+// error too. `work` must not need threads (OpenMP is set to one thread in the child). Several
+// threads may call isolated_call and isolated_call_bulk at once.
 std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
                           double timeout_s);
 

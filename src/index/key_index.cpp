@@ -212,12 +212,40 @@ KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, i
   return load(path, keys, n, dim, std::move(search_params), nullptr);
 }
 
-KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
-                        IndexConfig search_params, StoredKeys* stored) {
+namespace {
+
+std::unique_ptr<faiss::Index> read_index_file(const std::string& path) {
   KVT_CHECK(is_file(path), "index file ", path, " does not exist");
   // faiss trusts the file: a corrupt neighbour id or list size would crash a later search, and
   // some damaged files crash faiss's reader itself. Read and validated in a child process.
-  std::unique_ptr<faiss::Index> index = read_validated_index(path);
+  return read_validated_index(path);
+}
+
+}  // namespace
+
+KeyIndex::PendingRead::PendingRead(std::string path)
+    : path_(std::move(path)),
+      index_(std::async(std::launch::async, [p = path_] { return read_index_file(p); })) {}
+
+KeyIndex::PendingRead::~PendingRead() {
+  if (index_.valid()) index_.wait();
+}
+
+KeyIndex KeyIndex::load(PendingRead& read, const float* keys, int64_t n, int64_t dim,
+                        IndexConfig search_params, StoredKeys* stored) {
+  KVT_CHECK(read.index_.valid(), "internal error: the read of index ", read.path(),
+            " was finished already");
+  return load_read(read.index_.get(), read.path(), keys, n, dim, std::move(search_params), stored);
+}
+
+KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,
+                        IndexConfig search_params, StoredKeys* stored) {
+  return load_read(read_index_file(path), path, keys, n, dim, std::move(search_params), stored);
+}
+
+KeyIndex KeyIndex::load_read(std::unique_ptr<faiss::Index> index, const std::string& path,
+                             const float* keys, int64_t n, int64_t dim, IndexConfig search_params,
+                             StoredKeys* stored) {
   KVT_CHECK(index->d == dim, "index ", path, " has dimension ", index->d,
             " but the bank's keys have ", dim, ": it belongs to another bank (rebuild it)");
   KVT_CHECK(index->ntotal == n, "index ", path, " holds ", index->ntotal,

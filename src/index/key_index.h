@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -55,7 +56,31 @@ class KeyIndex {
   static KeyIndex load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                        IndexConfig search_params, StoredKeys* stored);
 
+  // A read of an index file begun on a thread of its own (read and validated as load reads it),
+  // so that a bank and its index file are read at once (bank/indexed_bank.h). Its error, if any,
+  // is thrown by the load that finishes it.
+  class PendingRead {
+   public:
+    explicit PendingRead(std::string path);
+    ~PendingRead();  // waits for the read when no load finished it
+    PendingRead(const PendingRead&) = delete;
+    PendingRead& operator=(const PendingRead&) = delete;
+    const std::string& path() const { return path_; }
+
+   private:
+    friend class KeyIndex;
+    std::string path_;
+    std::future<std::unique_ptr<faiss::Index>> index_;
+  };
+  // load(read.path(), ...), with the file that `read` read (once: a second call is an error).
+  static KeyIndex load(PendingRead& read, const float* keys, int64_t n, int64_t dim,
+                       IndexConfig search_params, StoredKeys* stored);
+
  private:
+  // load's checks of an index read from `path`, and the KeyIndex over it.
+  static KeyIndex load_read(std::unique_ptr<faiss::Index> index, const std::string& path,
+                            const float* keys, int64_t n, int64_t dim, IndexConfig search_params,
+                            StoredKeys* stored);
   void apply_search_params();
 
   int64_t dim_;
