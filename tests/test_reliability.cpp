@@ -567,9 +567,14 @@ TEST(IsolatedCall, ACrashInTheChildIsAnErrorAndResultsComeBack) {
 // A large result comes back through the memory file: the bytes the child wrote, aligned where it
 // asked, the answer beside them; a crash after writing is still an error; writing to the mapping
 // here touches neither the child's answer nor a second call.
-// A bank and its index are read at once (IndexedBank::load): calls from several threads must
-// each get their own child's answer, bulk and crash, never another's.
+// Calls from several threads (a user's threads, each loading a bank) must each get their own
+// child's answer, bulk and crash, never another's.
 TEST(IsolatedCall, CallsFromSeveralThreadsGetTheirOwnResults) {
+#ifdef KVTUNE_TEST_ASAN
+  // clang 14's ASan does not reset its allocator's lock in a forked child: a fork while another
+  // thread allocates can leave the child stuck (docs/reliability.md). The plain build runs this.
+  GTEST_SKIP() << "fork beside allocating threads can hang under clang 14's ASan";
+#endif
   constexpr int kThreads = 4, kCalls = 12;
   std::vector<std::string> failures(kThreads);
   std::vector<std::thread> threads;
@@ -606,6 +611,50 @@ TEST(IsolatedCall, CallsFromSeveralThreadsGetTheirOwnResults) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
+}
+
+// IndexedBank::load forks the index's child, then the bank's, and waits for both: each pending
+// call gets its own answer and bulk whatever the order it is finished in; a crash stays its own.
+TEST(IsolatedCall, PendingCallsRunSideBySideAndFinishInAnyOrder) {
+  std::vector<char> a(300 << 10, 'a'), b(200 << 10, 'b');
+  PendingBulkCall first(
+      [&](BulkSink& sink) {
+        sink.append(a.data(), a.size());
+        return std::string("first");
+      },
+      "file first", 60);
+  PendingBulkCall crashing(
+      [&](BulkSink&) -> std::string {
+        std::raise(SIGSEGV);
+        return "never";
+      },
+      "file crashing", 60);
+  PendingBulkCall second(
+      [&](BulkSink& sink) {
+        sink.append(b.data(), b.size());
+        return std::string("second");
+      },
+      "file second", 60);
+  const IsolatedResult r2 = second.finish();
+  EXPECT_THAT([&] { crashing.finish(); },
+              ::testing::ThrowsMessage<Error>(
+                  HasSubstr("file crashing could not be read: the library reading it crashed")));
+  const IsolatedResult r1 = first.finish();
+  EXPECT_EQ(r1.answer, "first");
+  EXPECT_EQ(r2.answer, "second");
+  ASSERT_EQ(r1.bulk->size(), a.size());
+  ASSERT_EQ(r2.bulk->size(), b.size());
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), r1.bulk->data()));
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), r2.bulk->data()));
+  EXPECT_THAT([&] { first.finish(); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("was finished already")));
+  // Dropped unfinished: the destructor kills the child instead of waiting for it.
+  PendingBulkCall dropped(
+      [&](BulkSink&) {
+        ::sleep(600);
+        return std::string();
+      },
+      "file dropped", 600);
 }
 
 TEST(IsolatedCall, BulkResultsComeBackMappedAndCrashesAreStillErrors) {

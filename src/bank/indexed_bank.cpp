@@ -20,6 +20,7 @@
 #include "common/check.h"
 #include "common/file_lock.h"
 #include "common/path_checks.h"
+#include "index/index_reader.h"
 
 namespace kvtune {
 
@@ -170,7 +171,7 @@ void clean_bank_leftovers(const std::string& path) {
 std::shared_ptr<IndexedBank> IndexedBank::load(const std::string& path, const IndexConfig& config) {
   // The index file beside the bank is read while the bank is, each in its own child process
   // (docs/reliability.md): it is the file used unless a killed save left a pending one.
-  std::optional<KeyIndex::PendingRead> early;
+  std::optional<PendingIndexRead> early;
   if (is_file(path) && is_file(index_path_for(path))) early.emplace(index_path_for(path));
   Bank bank = read_bank(path);
   const std::string id = read_bank_index_id(path).value_or("");

@@ -61,9 +61,18 @@ double read_timeout_seconds(const std::string& path) {
 
 namespace {
 
-// isolated_call's engine: `bulk_fd` >= 0 is a memory file the child writes its bulk to.
-std::string run_isolated(const std::function<std::string(BulkSink*)>& work, const std::string& what,
-                         double timeout_s, int bulk_fd) {
+// A forked child at work, and what waiting for it needs.
+struct Child {
+  pid_t pid = -1;
+  int read_fd = -1;  // the read end of the pipe that carries its answer
+  std::string what;
+  double timeout_s = 0;
+  std::chrono::steady_clock::time_point deadline;
+};
+
+// Forks the child that runs `work` (`bulk_fd` >= 0 is a memory file it writes its bulk to).
+Child start_child(const std::function<std::string(BulkSink*)>& work, const std::string& what,
+                  double timeout_s, int bulk_fd) {
   int fds[2];
   std::unique_lock<std::mutex> lock(fork_mutex);
   KVT_CHECK(::pipe(fds) == 0, "cannot read ", what, ": pipe failed: ", std::strerror(errno));
@@ -97,52 +106,77 @@ std::string run_isolated(const std::function<std::string(BulkSink*)>& work, cons
   }
   ::close(fds[1]);
   lock.unlock();
+  Child child;
+  child.pid = pid;
+  child.read_fd = fds[0];
+  child.what = what;
+  child.timeout_s = timeout_s;
+  child.deadline = std::chrono::steady_clock::now() +
+                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                       std::chrono::duration<double>(timeout_s));
+  return child;
+}
+
+// Kills a child that is still at work and reaps it (a call given up).
+void abandon_child(Child& child) {
+  if (child.read_fd >= 0) ::close(child.read_fd);
+  child.read_fd = -1;
+  if (child.pid > 0) {
+    ::kill(child.pid, SIGKILL);
+    int ignored = 0;
+    while (::waitpid(child.pid, &ignored, 0) < 0 && errno == EINTR) {
+    }
+  }
+  child.pid = -1;
+}
+
+// Waits for the child's answer (until its deadline) and returns what `work` returned.
+std::string finish_child(Child& child) {
   std::string answer;
   char buf[1 << 16];
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   bool timed_out = false;
   for (;;) {
     const double left =
-        std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+        std::chrono::duration<double>(child.deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) {
       timed_out = true;
       break;
     }
-    pollfd p{fds[0], POLLIN, 0};
+    pollfd p{child.read_fd, POLLIN, 0};
     const int ready = ::poll(&p, 1, static_cast<int>(std::min(left * 1000.0 + 1, 60000.0)));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) continue;
-    const ssize_t r = ::read(fds[0], buf, sizeof(buf));
+    const ssize_t r = ::read(child.read_fd, buf, sizeof(buf));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     answer.append(buf, static_cast<size_t>(r));
   }
-  ::close(fds[0]);
   if (timed_out) {
-    ::kill(pid, SIGKILL);
-    int ignored = 0;
-    while (::waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
-    }
-    KVT_THROW(what, " could not be read: the library reading it did not finish within ", timeout_s,
+    abandon_child(child);
+    KVT_THROW(child.what, " could not be read: the library reading it did not finish within ",
+              child.timeout_s,
               " s: the file is damaged (restore a copy or write it again), or it is "
               "very large on a slow disk (set KVTUNE_READ_TIMEOUT to wait longer, in seconds)");
   }
+  ::close(child.read_fd);
+  child.read_fd = -1;
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
   }
+  child.pid = -1;
   const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && !answer.empty();
   if (!clean) {
     std::string how = WIFSIGNALED(status)
                           ? std::string("signal ") + std::to_string(WTERMSIG(status)) + ", " +
                                 strsignal(WTERMSIG(status))
                           : "exit status " + std::to_string(WEXITSTATUS(status));
-    KVT_THROW(what, " could not be read: the library reading it crashed (", how,
+    KVT_THROW(child.what, " could not be read: the library reading it crashed (", how,
               "): the file is damaged; restore a copy or write it again");
   }
   const char kind = answer[0];
   answer.erase(0, 1);
   if (kind == kError) throw Error(answer);
-  KVT_CHECK(kind == kOk, what, ": internal error while reading it: ", answer);
+  KVT_CHECK(kind == kOk, child.what, ": internal error while reading it: ", answer);
   return answer;
 }
 
@@ -150,7 +184,8 @@ std::string run_isolated(const std::function<std::string(BulkSink*)>& work, cons
 
 std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
                           double timeout_s) {
-  return run_isolated([&](BulkSink*) { return work(); }, what, timeout_s, -1);
+  Child child = start_child([&](BulkSink*) { return work(); }, what, timeout_s, -1);
+  return finish_child(child);
 }
 
 SharedBytes::~SharedBytes() {
@@ -173,16 +208,39 @@ void BulkSink::write(const void* data, size_t n) {
   size_ += n;
 }
 
-IsolatedResult isolated_call_bulk(const std::function<std::string(BulkSink& sink)>& work,
-                                  const std::string& what, double timeout_s) {
-  const int fd = ::memfd_create("kvtune-isolated", MFD_CLOEXEC);
-  KVT_CHECK(fd >= 0, "cannot read ", what, ": memfd_create failed: ", std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+struct PendingBulkCall::State {
+  int bulk_fd = -1;
+  Child child;
+};
+
+PendingBulkCall::PendingBulkCall(const std::function<std::string(BulkSink& sink)>& work,
+                                 const std::string& what, double timeout_s)
+    : state_(std::make_unique<State>()) {
+  state_->bulk_fd = ::memfd_create("kvtune-isolated", MFD_CLOEXEC);
+  KVT_CHECK(state_->bulk_fd >= 0, "cannot read ", what,
+            ": memfd_create failed: ", std::strerror(errno));
+  try {
+    state_->child =
+        start_child([&](BulkSink* sink) { return work(*sink); }, what, timeout_s, state_->bulk_fd);
+  } catch (...) {
+    ::close(state_->bulk_fd);
+    throw;
+  }
+}
+
+PendingBulkCall::~PendingBulkCall() {
+  if (!state_) return;
+  abandon_child(state_->child);
+  if (state_->bulk_fd >= 0) ::close(state_->bulk_fd);
+}
+
+IsolatedResult PendingBulkCall::finish() {
+  KVT_CHECK(state_ && state_->child.pid > 0, "internal error: isolated call ",
+            state_ ? state_->child.what : std::string(), " was finished already");
+  const std::string what = state_->child.what;
   IsolatedResult result;
-  result.answer = run_isolated([&](BulkSink* sink) { return work(*sink); }, what, timeout_s, fd);
+  result.answer = finish_child(state_->child);
+  const int fd = state_->bulk_fd;
   struct stat st {};
   KVT_CHECK(::fstat(fd, &st) == 0, "cannot read ", what,
             ": fstat of its memory file failed: ", std::strerror(errno));
@@ -196,6 +254,11 @@ IsolatedResult isolated_call_bulk(const std::function<std::string(BulkSink& sink
             " bytes failed: ", std::strerror(errno));
   result.bulk = std::make_shared<SharedBytes>(static_cast<char*>(p), size);
   return result;
+}
+
+IsolatedResult isolated_call_bulk(const std::function<std::string(BulkSink& sink)>& work,
+                                  const std::string& what, double timeout_s) {
+  return PendingBulkCall(work, what, timeout_s).finish();
 }
 
 }  // namespace kvtune

@@ -18,7 +18,9 @@ namespace kvtune {
 // it crashed (...): the file is damaged; restore a copy or write it again". A child still busy
 // after `timeout_s` seconds is killed (HDF5 loops forever on some damaged files), which is an
 // error too. `work` must not need threads (OpenMP is set to one thread in the child). Several
-// threads may call isolated_call and isolated_call_bulk at once.
+// threads may call isolated_call and isolated_call_bulk at once (each gets its own child's
+// result); the child of a fork beside busy threads inherits their locks, which glibc's allocator
+// resets and clang 14's ASan allocator does not, so kvtune itself forks from one thread only.
 std::string isolated_call(const std::function<std::string()>& work, const std::string& what,
                           double timeout_s);
 
@@ -64,6 +66,26 @@ struct IsolatedResult {
 // memory file) and returns a short answer; both come back here, the bulk mapped, not copied.
 IsolatedResult isolated_call_bulk(const std::function<std::string(BulkSink& sink)>& work,
                                   const std::string& what, double timeout_s);
+
+// isolated_call_bulk in two steps, so that this process does other work (another isolated call)
+// while the child works, with no thread of its own: a fork from a process whose other threads
+// are busy can leave the child stuck on a lock one of them held (ASan's allocator has no fork
+// handler in clang 14). The constructor forks the child; finish() waits for it and returns what
+// isolated_call_bulk returns, or throws what it throws (once). A call never finished has its
+// child killed by the destructor. The timeout counts from the fork.
+class PendingBulkCall {
+ public:
+  PendingBulkCall(const std::function<std::string(BulkSink& sink)>& work, const std::string& what,
+                  double timeout_s);
+  ~PendingBulkCall();
+  PendingBulkCall(const PendingBulkCall&) = delete;
+  PendingBulkCall& operator=(const PendingBulkCall&) = delete;
+  IsolatedResult finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // The time a read of the file `path` may take in isolated_call: 60 s plus its size at 20 MB/s,
 // or the environment variable KVTUNE_READ_TIMEOUT (seconds) when set.

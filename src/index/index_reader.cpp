@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -71,21 +72,34 @@ struct BytesReader : faiss::IOReader {
 
 }  // namespace
 
-std::unique_ptr<faiss::Index> read_validated_index(const std::string& path) {
+PendingIndexRead::PendingIndexRead(std::string path) : path_(std::move(path)) {
   // The child reads and checks the index, and serializes it into the memory file; this process
   // reads that copy in place (nothing goes through the pipe).
-  const IsolatedResult result = isolated_call_bulk(
+  const std::string& p = path_;
+  call_ = std::make_unique<PendingBulkCall>(
       [&](BulkSink& sink) {
-        const auto index = read_or_throw(path, nullptr);
-        validate_faiss_index(*index, "index " + path);
+        const auto index = read_or_throw(p, nullptr);
+        validate_faiss_index(*index, "index " + p);
         SinkWriter out(sink);
         faiss::write_index(index.get(), &out);
         out.flush();
         return std::string();
       },
-      "index " + path, read_timeout_seconds(path));
+      "index " + path_, read_timeout_seconds(path_));
+}
+
+PendingIndexRead::~PendingIndexRead() = default;
+
+std::unique_ptr<faiss::Index> PendingIndexRead::get() {
+  KVT_CHECK(call_ != nullptr, "internal error: the read of index ", path_, " was finished already");
+  const IsolatedResult result = call_->finish();
+  call_.reset();
   BytesReader in(result.bulk->data(), result.bulk->size());
-  return read_or_throw(path, &in);
+  return read_or_throw(path_, &in);
+}
+
+std::unique_ptr<faiss::Index> read_validated_index(const std::string& path) {
+  return PendingIndexRead(path).get();
 }
 
 }  // namespace kvtune

@@ -11,10 +11,30 @@
 
 #include <faiss/Index.h>
 
+#include "common/isolated_call.h"
+
 namespace kvtune {
 
 // The index in `path`, validated. Every problem (a damaged file, an inconsistent structure, a
 // crash or a hang of faiss's reader) is a kvtune::Error naming `path`.
 std::unique_ptr<faiss::Index> read_validated_index(const std::string& path);
+
+// read_validated_index in two steps: the constructor starts the child that reads `path`, get()
+// waits for it and returns the index (once), or throws what read_validated_index throws. This
+// process may read another file meanwhile (bank/indexed_bank.h reads a bank and its index
+// together). Dropped unfinished, the read is abandoned (its child killed).
+class PendingIndexRead {
+ public:
+  explicit PendingIndexRead(std::string path);
+  ~PendingIndexRead();
+  PendingIndexRead(const PendingIndexRead&) = delete;
+  PendingIndexRead& operator=(const PendingIndexRead&) = delete;
+  const std::string& path() const { return path_; }
+  std::unique_ptr<faiss::Index> get();
+
+ private:
+  std::string path_;
+  std::unique_ptr<PendingBulkCall> call_;
+};
 
 }  // namespace kvtune

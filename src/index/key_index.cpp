@@ -223,19 +223,9 @@ std::unique_ptr<faiss::Index> read_index_file(const std::string& path) {
 
 }  // namespace
 
-KeyIndex::PendingRead::PendingRead(std::string path)
-    : path_(std::move(path)),
-      index_(std::async(std::launch::async, [p = path_] { return read_index_file(p); })) {}
-
-KeyIndex::PendingRead::~PendingRead() {
-  if (index_.valid()) index_.wait();
-}
-
-KeyIndex KeyIndex::load(PendingRead& read, const float* keys, int64_t n, int64_t dim,
+KeyIndex KeyIndex::load(PendingIndexRead& read, const float* keys, int64_t n, int64_t dim,
                         IndexConfig search_params, StoredKeys* stored) {
-  KVT_CHECK(read.index_.valid(), "internal error: the read of index ", read.path(),
-            " was finished already");
-  return load_read(read.index_.get(), read.path(), keys, n, dim, std::move(search_params), stored);
+  return load_read(read.get(), read.path(), keys, n, dim, std::move(search_params), stored);
 }
 
 KeyIndex KeyIndex::load(const std::string& path, const float* keys, int64_t n, int64_t dim,

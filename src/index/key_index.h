@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <future>
 #include <memory>
 #include <string>
 
@@ -14,6 +13,8 @@ struct Index;
 }
 
 namespace kvtune {
+
+class PendingIndexRead;
 
 class KeyIndex {
  public:
@@ -56,24 +57,9 @@ class KeyIndex {
   static KeyIndex load(const std::string& path, const float* keys, int64_t n, int64_t dim,
                        IndexConfig search_params, StoredKeys* stored);
 
-  // A read of an index file begun on a thread of its own (read and validated as load reads it),
-  // so that a bank and its index file are read at once (bank/indexed_bank.h). Its error, if any,
-  // is thrown by the load that finishes it.
-  class PendingRead {
-   public:
-    explicit PendingRead(std::string path);
-    ~PendingRead();  // waits for the read when no load finished it
-    PendingRead(const PendingRead&) = delete;
-    PendingRead& operator=(const PendingRead&) = delete;
-    const std::string& path() const { return path_; }
-
-   private:
-    friend class KeyIndex;
-    std::string path_;
-    std::future<std::unique_ptr<faiss::Index>> index_;
-  };
-  // load(read.path(), ...), with the file that `read` read (once: a second call is an error).
-  static KeyIndex load(PendingRead& read, const float* keys, int64_t n, int64_t dim,
+  // load(read.path(), ...), with the index that `read` (index/index_reader.h) read: a bank and
+  // its index file are read at once (bank/indexed_bank.h). `read`'s error, if any, is thrown here.
+  static KeyIndex load(PendingIndexRead& read, const float* keys, int64_t n, int64_t dim,
                        IndexConfig search_params, StoredKeys* stored);
 
  private:
