@@ -8,7 +8,9 @@
 #include <faiss/invlists/InvertedLists.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -648,13 +650,26 @@ TEST(IsolatedCall, PendingCallsRunSideBySideAndFinishInAnyOrder) {
   EXPECT_TRUE(std::equal(b.begin(), b.end(), r2.bulk->data()));
   EXPECT_THAT([&] { first.finish(); },
               ::testing::ThrowsMessage<Error>(HasSubstr("was finished already")));
-  // Dropped unfinished: the destructor kills the child instead of waiting for it.
-  PendingBulkCall dropped(
-      [&](BulkSink&) {
-        ::sleep(600);
-        return std::string();
-      },
-      "file dropped", 600);
+  // Dropped unfinished: the destructor kills and reaps the child instead of waiting for it.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t child = 0;
+  {
+    PendingBulkCall dropped(
+        [&](BulkSink&) {
+          const pid_t self = ::getpid();
+          if (::write(fds[1], &self, sizeof(self)) != sizeof(self)) ::_exit(4);
+          ::sleep(600);
+          return std::string();
+        },
+        "file dropped", 600);
+    ASSERT_EQ(::read(fds[0], &child, sizeof(child)), static_cast<ssize_t>(sizeof(child)));
+    EXPECT_EQ(::kill(child, 0), 0) << "the child should still be sleeping here";
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_EQ(::kill(child, 0), -1) << "the dropped call's child is still there";
+  EXPECT_EQ(errno, ESRCH);
 }
 
 TEST(IsolatedCall, BulkResultsComeBackMappedAndCrashesAreStillErrors) {

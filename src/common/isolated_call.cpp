@@ -229,17 +229,24 @@ PendingBulkCall::PendingBulkCall(const std::function<std::string(BulkSink& sink)
 }
 
 PendingBulkCall::~PendingBulkCall() {
-  if (!state_) return;
   abandon_child(state_->child);
   if (state_->bulk_fd >= 0) ::close(state_->bulk_fd);
 }
 
 IsolatedResult PendingBulkCall::finish() {
-  KVT_CHECK(state_ && state_->child.pid > 0, "internal error: isolated call ",
-            state_ ? state_->child.what : std::string(), " was finished already");
+  KVT_CHECK(state_->child.pid > 0, "internal error: isolated call ", state_->child.what,
+            " was finished already");
   const std::string what = state_->child.what;
   IsolatedResult result;
   result.answer = finish_child(state_->child);
+  // The memory file is closed here, whatever follows: its pages live on in the mapping only.
+  struct Closer {
+    int& fd;
+    ~Closer() {
+      ::close(fd);
+      fd = -1;
+    }
+  } closer{state_->bulk_fd};
   const int fd = state_->bulk_fd;
   struct stat st {};
   KVT_CHECK(::fstat(fd, &st) == 0, "cannot read ", what,

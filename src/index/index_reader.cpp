@@ -72,28 +72,23 @@ struct BytesReader : faiss::IOReader {
 
 }  // namespace
 
-PendingIndexRead::PendingIndexRead(std::string path) : path_(std::move(path)) {
-  // The child reads and checks the index, and serializes it into the memory file; this process
-  // reads that copy in place (nothing goes through the pipe).
-  const std::string& p = path_;
-  call_ = std::make_unique<PendingBulkCall>(
-      [&](BulkSink& sink) {
-        const auto index = read_or_throw(p, nullptr);
-        validate_faiss_index(*index, "index " + p);
-        SinkWriter out(sink);
-        faiss::write_index(index.get(), &out);
-        out.flush();
-        return std::string();
-      },
-      "index " + path_, read_timeout_seconds(path_));
-}
-
-PendingIndexRead::~PendingIndexRead() = default;
+// The child reads and checks the index, and serializes it into the memory file; this process
+// reads that copy in place (nothing goes through the pipe).
+PendingIndexRead::PendingIndexRead(std::string path)
+    : path_(std::move(path)),
+      call_(
+          [this](BulkSink& sink) {
+            const auto index = read_or_throw(path_, nullptr);
+            validate_faiss_index(*index, "index " + path_);
+            SinkWriter out(sink);
+            faiss::write_index(index.get(), &out);
+            out.flush();
+            return std::string();
+          },
+          "index " + path_, read_timeout_seconds(path_)) {}
 
 std::unique_ptr<faiss::Index> PendingIndexRead::get() {
-  KVT_CHECK(call_ != nullptr, "internal error: the read of index ", path_, " was finished already");
-  const IsolatedResult result = call_->finish();
-  call_.reset();
+  const IsolatedResult result = call_.finish();
   BytesReader in(result.bulk->data(), result.bulk->size());
   return read_or_throw(path_, &in);
 }

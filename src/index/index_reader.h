@@ -26,15 +26,12 @@ std::unique_ptr<faiss::Index> read_validated_index(const std::string& path);
 class PendingIndexRead {
  public:
   explicit PendingIndexRead(std::string path);
-  ~PendingIndexRead();
-  PendingIndexRead(const PendingIndexRead&) = delete;
-  PendingIndexRead& operator=(const PendingIndexRead&) = delete;
   const std::string& path() const { return path_; }
   std::unique_ptr<faiss::Index> get();
 
  private:
   std::string path_;
-  std::unique_ptr<PendingBulkCall> call_;
+  PendingBulkCall call_;
 };
 
 }  // namespace kvtune
