@@ -134,15 +134,16 @@ TEST(RecipeErrors, SparseMethodKeys) {
   EXPECT_THAT(error_of([&] { scratch.load("sparse:\n  t: 5\n"); }), HasSubstr("sparse.t"));
 }
 
-// train.shard_base_banks: what a sharded (frozen) base bank and the sharded op support.
+// train.shard_base_banks: what a sharded base bank and the sharded op support.
 TEST(RecipeErrors, ShardedBaseBanks) {
   RecipeScratch scratch;
-  for (const std::string method : {"memory", "full", "lora"}) {
+  for (const std::string method : {"memory", "sparse", "full", "lora"}) {
     EXPECT_NO_THROW(scratch.load_and_validate({"train.shard_base_banks=true", "method=" + method}))
         << method;
   }
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"method=sparse"}, "method 'sparse' trains the base bank's own slots"},
+      {{"mode=pretrain", "base=", "data.domain="},
+       "pretraining trains every row of the base banks"},
       {{"attention.estimator=gumbel"}, "supports topk only; set attention.estimator: topk"},
       {{"backward=sampled"}, "supports backward exact only"},
       {{"attention.learn_scale=true"}, "takes a fixed scale"}};

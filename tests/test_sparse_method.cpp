@@ -233,6 +233,27 @@ TEST_F(SparseMethodTest, APatchAppliedToItsBaseEqualsTheTrainedBank) {
   EXPECT_TRUE(torch::equal(other->memory_layers()[0]->banks()[0]->bank().values, values));
 }
 
+// A sparse run stopped after 3 steps and resumed saves the patch of an uninterrupted run: the
+// checkpoint keeps which rows changed before the stop (TrainState::method_state). Without it the
+// resumed run's patch held only the rows changed after the resume.
+TEST_F(SparseMethodTest, AResumedRunSavesThePatchOfAnUninterruptedOne) {
+  auto r = micro_recipe("finetune");
+  r.base = base();
+  r.train.checkpoint_every = 2;
+  const auto whole = dir_->file("sparse-uninterrupted"), parts = dir_->file("sparse-resumed");
+  finetune(r, whole, false);
+  set_stop_after_for_testing(3);
+  finetune(r, parts, false);
+  set_stop_after_for_testing(0);
+  ASSERT_FALSE(std::filesystem::exists(parts + "/model"));
+  finetune(r, parts, /*resume=*/true);
+  const Bank a = read_bank(whole + "/model/patch_0.h5");
+  const Bank b = read_bank(parts + "/model/patch_0.h5");
+  ASSERT_GT(a.size(), r.sparse.top_t);  // more rows than one step changes
+  EXPECT_TRUE(torch::equal(a.slot_ids, b.slot_ids));
+  EXPECT_TRUE(torch::equal(a.values, b.values));
+}
+
 TEST_F(SparseMethodTest, AFinetuneWithoutBackgroundCountsIsRefusedBeforeAnyWork) {
   const auto bare = dir_->file("bare-base");
   fs::create_directories(bare);

@@ -29,8 +29,10 @@ struct MemoryLayerOptions {
 };
 
 // Memory parallelism (docs/distributed.md): the layer's first bank (its base bank) is this rank's
-// shard of a bank whose rows are split across the ranks of `comm`, and stays frozen; forward
-// then runs sharded_knn_attention, a collective that every rank calls as often as the others.
+// shard of a bank whose rows are split across the ranks of `comm`; forward then runs
+// sharded_knn_attention, a collective that every rank calls as often as the others. The shard is
+// frozen when marked; method sparse may then train its rows, each rank its own (the op's backward
+// hands every row's gradient, from every rank's queries, to the rank that holds the row).
 struct BankSharding {
   Communicator* comm = nullptr;
   int64_t offset = 0;       // the whole bank's row of the shard's row 0
@@ -50,7 +52,8 @@ class MemoryLayerImpl : public torch::nn::Module {
   void detach_all() { banks_.clear(); }
   const std::vector<std::shared_ptr<IndexedBank>>& banks() const { return banks_; }
 
-  // Marks the first attached bank as this rank's shard (above). Refused for a trainable bank.
+  // Marks the first attached bank as this rank's shard (above). Refused for a bank marked
+  // trainable.
   void set_sharding(BankSharding sharding);
   // Null unless set_sharding was called.
   const BankSharding* sharding() const { return sharding_.comm ? &sharding_ : nullptr; }

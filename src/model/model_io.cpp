@@ -285,7 +285,8 @@ std::string model_fingerprint(const ModelConfig& config,
 
 std::string model_fingerprint(const TransformerLM& model) {
   const auto layers = model->memory_layers();
-  // Sharded base banks are frozen: their fingerprint is the one load_model worked out.
+  // A sharded base bank is saved as the file it was read from (method sparse ships its changes
+  // as patches): its fingerprint is the one load_model worked out.
   if (!layers.empty() && layers.front()->sharding()) return layers.front()->sharding()->fingerprint;
   return fingerprint_of(model->config(), base_bank_keys(model, nullptr), {});
 }

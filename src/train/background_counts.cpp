@@ -90,7 +90,11 @@ BackgroundCounts read_background(const std::string& path, const TransformerLM& m
             "counts again with `kvtune background --model DIR`");
   const auto layers = model->memory_layers();
   for (size_t i = 0; i < layers.size(); ++i) {
-    const int64_t n = layers[i]->banks().empty() ? 0 : layers[i]->banks().front()->size();
+    // A split base bank (memory parallelism): the counts cover the whole bank, on every rank.
+    const auto* sharding = layers[i]->sharding();
+    const int64_t n = sharding                     ? sharding->total_rows
+                      : layers[i]->banks().empty() ? 0
+                                                   : layers[i]->banks().front()->size();
     for (const char* name : {"df_", "count_"}) {
       const std::string key = name + std::to_string(i);
       auto t = read_tensor(path, key);

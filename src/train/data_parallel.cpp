@@ -86,7 +86,9 @@ std::string weights_crc(const TrainState& s) {
     crc.update(c.data_ptr(), c.nbytes());
   };
   for (const auto& p : dense_params(s)) add(p);
-  for (const auto& p : s.bank_params) add(p);
+  // A split bank's shard is this rank's own: the ranks hold different rows.
+  for (const auto& p : s.bank_params)
+    if (!is_split_bank_param(s, p)) add(p);
   return crc.hex();
 }
 
@@ -95,7 +97,10 @@ std::string weights_crc(const TrainState& s) {
 void sum_gradients(Communicator& c, TrainState& s) {
   if (c.size() == 1) return;
   sum_dense(c, dense_params(s));
-  for (auto& p : s.bank_params) sum_rows(c, p);
+  // A split bank's gradient is whole already: the sharded op sent every rank's row gradients to
+  // the rank that owns the row (attention/sharded_attention.h).
+  for (auto& p : s.bank_params)
+    if (!is_split_bank_param(s, p)) sum_rows(c, p);
 }
 
 void check_ranks_agree(Communicator& c, const TrainState& s, int64_t first_step,

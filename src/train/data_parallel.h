@@ -23,17 +23,20 @@ namespace kvtune {
 RowShare batch_share(int64_t batch, int rank, int world_size);
 
 // Sums the gradients of s.dense, s.log_scale and s.bank_params over ranks, in place. A parameter
-// no rank gave a gradient keeps none (the optimizers skip it, as in one process).
+// no rank gave a gradient keeps none (the optimizers skip it, as in one process). The shards of
+// s.split_banks are left as they are: their gradients are whole already.
 void sum_gradients(Communicator& c, TrainState& s);
 
 // Refuses to start unless every rank holds the same trainable weights, resumes from the same
 // step and runs the same recipe: a rank that read another checkpoint, base or recipe would
-// otherwise train on silently. Names the first rank that differs.
+// otherwise train on silently. Names the first rank that differs. Shards of s.split_banks are
+// each rank's own and not compared.
 void check_ranks_agree(Communicator& c, const TrainState& s, int64_t first_step,
                        const std::string& recipe_text);
 
-// After training: every rank must hold bit-identical weights (the exchange above guarantees
-// it). A difference is a bug, reported with the first rank that differs, not trained on.
+// After training: every rank must hold bit-identical weights, shards of split banks apart (the
+// exchange above guarantees it). A difference is a bug, reported with the first rank that differs,
+// not trained on.
 void check_ranks_identical(Communicator& c, const TrainState& s, int64_t step);
 
 }  // namespace kvtune

@@ -44,7 +44,9 @@ class Method {
   // Marks what trains (requires_grad) and fills state.dense, .banks, .bank_params and, when
   // the method filters gradients, .after_backward.
   virtual void prepare(MethodSetup& setup) = 0;
-  // After training, in place: what inference needs (lora merges its adapters).
+  // After training, in place: what inference needs (lora merges its adapters). Every rank calls
+  // it, so it may run collectives (method sparse gathers the rows of split banks); save then
+  // runs on rank 0 alone.
   virtual void finish(TrainState& s) {}
   // Writes the model folder and this method's own files beside it (default: save_model).
   virtual void save(TrainState& s, const ModelConfig& config, const Tokenizer& tokenizer,

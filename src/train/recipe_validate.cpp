@@ -143,17 +143,14 @@ void check_attention(const Recipe& r, const std::string& where) {
   check_positive(where, "attention.backward_samples", a.backward_samples);
 }
 
-// train.shard_base_banks: what the sharded attention op and frozen shards support.
+// train.shard_base_banks: what the sharded attention op supports (every method; pretraining
+// not).
 void check_sharding(const Recipe& r, const std::string& where) {
   if (!r.train.shard_base_banks) return;
   const std::string key = where + ": key 'train.shard_base_banks' is true";
   KVT_CHECK(r.mode == "finetune", key,
-            " but pretraining trains the base banks, and a sharded base bank stays frozen: "
-            "pretrain whole, then shard the base banks when fine-tuning");
-  KVT_CHECK(r.method == "memory" || r.method == "full" || r.method == "lora", key, " but method '",
-            r.method,
-            "' trains the base bank's own slots, and a sharded base bank stays frozen: use method "
-            "memory, full or lora, or set train.shard_base_banks: false");
+            " but pretraining trains every row of the base banks, which sharded fine-tuning does "
+            "not support: pretrain whole, then shard the base banks when fine-tuning");
   KVT_CHECK(r.attention.estimator.empty() || r.attention.estimator == "topk", key,
             " but attention.estimator is '", r.attention.estimator,
             "': a sharded bank supports topk only; set attention.estimator: topk");

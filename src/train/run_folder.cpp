@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -18,7 +19,8 @@ namespace fs = std::filesystem;
 
 constexpr const char* kRecipeFile = "recipe.yaml";
 
-// What a run writes into its folder (trainer.h); --overwrite removes these and nothing else.
+// What a run writes into its folder (trainer.h); --overwrite removes these, the ranks' own
+// checkpoint.rank*.pt, and nothing else.
 const char* const kRunFiles[] = {"model",       "checkpoint.pt", "metrics.jsonl",
                                  "report.json", "report.md",     kRecipeFile};
 
@@ -124,6 +126,14 @@ std::unique_ptr<FileLock> open_run_folder(const Recipe& r, const std::string& ou
   const bool is_run = fs::exists(fs::path(out_dir) / kRecipeFile, ec);
   if (overwrite) {
     for (const char* name : kRunFiles) fs::remove_all(fs::path(out_dir) / name, ec);
+    // The ranks' own checkpoints of a run with split banks (checkpoint.h).
+    std::vector<fs::path> rank_files;
+    for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+      const std::string f = e.path().filename().string();
+      if (f.rfind("checkpoint.rank", 0) == 0 && f.size() > 3 && f.substr(f.size() - 3) == ".pt")
+        rank_files.push_back(e.path());
+    }
+    for (const auto& p : rank_files) fs::remove(p, ec);
   } else if (is_run) {
     if (!resume) {
       const bool finished = fs::exists(fs::path(out_dir) / "model", ec);

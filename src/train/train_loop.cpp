@@ -134,22 +134,23 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
   std::unique_ptr<RowOptimizer> row_opt;
   if (!s.bank_params.empty())
     row_opt = make_row_optimizer(s.row_optimizer, s.bank_params, o.bank_lr);
-  const std::string checkpoint = (fs::path(out_dir) / "checkpoint.pt").string();
   TrainOutcome outcome;
   for (const auto& p : s.dense) outcome.trainable_parameters += p.numel();
   for (const auto& p : s.bank_params) outcome.trainable_parameters += p.numel();
   if (s.log_scale.defined()) outcome.trainable_parameters += 1;
   // Several processes (docs/distributed.md): every rank reads the checkpoint and runs the same
-  // steps on its share of each batch; rank 0 alone writes metrics and checkpoints.
+  // steps on its share of each batch; rank 0 alone writes metrics and checkpoints (with split
+  // banks each rank also writes its own shard's: checkpoint.h).
   Communicator& comm = world();
   const bool writer = comm.is_writer();
   KVT_CHECK(comm.size() == 1 || t.device == "cpu", "train.device: ", t.device, " with ",
             comm.size(), " processes: several processes run on the CPU only (Gloo; NCCL is not ",
             "wired in yet, docs/distributed.md). Set train.device: cpu, or run one process");
-  if (resume && path_exists(checkpoint)) {
-    outcome.first_step = load_checkpoint(checkpoint, s, dense_opt, row_opt.get());
+  if (resume && path_exists(checkpoint_path(out_dir))) {
+    outcome.first_step = load_run_checkpoint(comm, out_dir, s, dense_opt, row_opt.get());
     if (writer)
-      std::cerr << "resumed from " << checkpoint << " at step " << outcome.first_step << "\n";
+      std::cerr << "resumed from " << checkpoint_path(out_dir) << " at step " << outcome.first_step
+                << "\n";
   }
   check_ranks_agree(comm, s, outcome.first_step, YAML::Dump(recipe_to_yaml(r)));
   const std::string metrics = (fs::path(out_dir) / "metrics.jsonl").string();
@@ -235,9 +236,8 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
         e[name] = to_json(evaluate_held_out(s.model, *set, t, s.tokens));
       if (log) log->write({{"step", step + 1}, {"eval", e}});
     }
-    if (writer && t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0) {
-      save_checkpoint(checkpoint, step + 1, s, dense_opt, row_opt.get());
-    }
+    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0)
+      save_run_checkpoint(comm, out_dir, step + 1, s, dense_opt, row_opt.get());
   }
   progress.finish();
   check_ranks_identical(comm, s, step);
@@ -245,9 +245,9 @@ TrainOutcome train_loop(const Recipe& r, TrainState& s,
   outcome.seconds = earlier_seconds + progress.elapsed_seconds();
   outcome.tokens_per_second = progress.tokens_per_second();
   outcome.final_loss = loss_value;
-  if (writer && step < t.steps) {
+  if (step < t.steps) {
     // Interrupted (tests): leave a checkpoint at the step reached.
-    save_checkpoint(checkpoint, step, s, dense_opt, row_opt.get());
+    save_run_checkpoint(comm, out_dir, step, s, dense_opt, row_opt.get());
   }
   return outcome;
 }

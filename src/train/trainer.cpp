@@ -165,9 +165,9 @@ FinetuneOutcome finetune(const Recipe& r, const std::string& out_dir, bool resum
                          {{"domain", domain.held_out.get()}, {"general", general.held_out.get()}});
   if (out.train.steps < r.train.steps) return out;
   const nlohmann::json after = measure(out.after);
+  method->finish(s);        // every rank: it may gather what the ranks hold (method sparse)
   if (!writer) return out;  // rank 0 saves the model and writes the report
 
-  method->finish(s);
   for (auto& b : s.banks) b->set_trainable(false);
   const double scale = fold_learned_scale(s, loaded.config);
   method->save(s, loaded.config, tokenizer, (fs::path(out_dir) / "model").string());
