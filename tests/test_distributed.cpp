@@ -382,7 +382,7 @@ TEST_F(DistributedTrainingTest, ABaseBankSplitOverTwoRanksTrainsAsWhole) {
 TEST_F(DistributedTrainingTest, SparseOnABaseBankSplitOverTwoRanksTrainsAsWhole) {
   const auto whole = recipe("sparse-whole", 20, 4, "sparse");
   const auto split = recipe("sparse-split", 20, 4, "sparse", /*shard=*/true);
-  const auto one = dir_->file("sparse-one"), two = dir_->file("sparse-two");
+  const auto one = dir_->file("sparse-whole-run"), two = dir_->file("sparse-split-run");
   const auto a = test::kvtune("finetune " + whole + " --out " + one);
   ASSERT_EQ(a.code, 0) << a.output;
   const auto b = test::kvtune("finetune " + split + " --out " + two + " --nproc 2");
