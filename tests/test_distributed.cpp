@@ -420,6 +420,12 @@ TEST_F(DistributedTrainingTest, ATwoRankCheckpointWithSplitBanksResumesToTheSame
   EXPECT_THAT(solo.output, HasSubstr("resume with --nproc 2"));
   ASSERT_EQ(run_workers(2, {"finetune", r, parts, "0", "resume"}), 0);
   EXPECT_EQ(max_weight_difference(whole, parts), 0.0);
+  // --overwrite removes the ranks' own files with the rest of the run.
+  ASSERT_TRUE(fs::exists(parts + "/checkpoint.rank1.step10.pt"));
+  const auto again =
+      test::kvtune("finetune " + r + " --out " + parts + " --overwrite --set train.steps=2");
+  ASSERT_EQ(again.code, 0) << again.output;
+  EXPECT_FALSE(fs::exists(parts + "/checkpoint.rank1.step10.pt"));
 }
 
 // Acceptance "resume": a 2-rank run stopped at step 7 (checkpoint at 5) and resumed on 2 ranks
