@@ -160,15 +160,16 @@ std::string rank_checkpoint_path(const std::string& out_dir, int rank, int64_t s
       .string();
 }
 
-// Deletes rank r's files of every step but `keep`.
-void remove_other_rank_checkpoints(const std::string& out_dir, int rank, int64_t keep) {
-  const std::regex name("checkpoint\\.rank" + std::to_string(rank) + "\\.step([0-9]+)\\.pt");
+// The ranks' own files in out_dir (rank < 0: every rank's) of every step but `keep` (< 0: all).
+void remove_rank_files(const std::string& out_dir, int rank, int64_t keep) {
+  const std::regex name("checkpoint\\.rank([0-9]+)\\.step([0-9]+)\\.pt");
   std::error_code ec;
   std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(out_dir, ec)) {
     std::smatch m;
     const std::string file = entry.path().filename().string();
-    if (std::regex_match(file, m, name) && m[1].str() != std::to_string(keep))
+    if (!std::regex_match(file, m, name)) continue;
+    if ((rank < 0 || m[1].str() == std::to_string(rank)) && m[2].str() != std::to_string(keep))
       stale.push_back(entry.path());
   }
   for (const auto& p : stale) fs::remove(p, ec);  // a file left over is removed next time
@@ -178,6 +179,10 @@ void remove_other_rank_checkpoints(const std::string& out_dir, int rank, int64_t
 
 std::string checkpoint_path(const std::string& out_dir) {
   return (fs::path(out_dir) / "checkpoint.pt").string();
+}
+
+void remove_rank_checkpoints(const std::string& out_dir) {
+  remove_rank_files(out_dir, -1, -1);
 }
 
 void save_run_checkpoint(Communicator& comm, const std::string& out_dir, int64_t step,
@@ -194,7 +199,7 @@ void save_run_checkpoint(Communicator& comm, const std::string& out_dir, int64_t
   if (comm.is_writer())
     save_checkpoint(checkpoint_path(out_dir), step, s, dense_opt, row_opt, world);
   comm.barrier();  // checkpoint.pt names this step: the other steps' files may go
-  if (!comm.is_writer()) remove_other_rank_checkpoints(out_dir, comm.rank(), step);
+  if (!comm.is_writer()) remove_rank_files(out_dir, comm.rank(), step);
 }
 
 int64_t load_run_checkpoint(Communicator& comm, const std::string& out_dir, TrainState& s,

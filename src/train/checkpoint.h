@@ -35,5 +35,7 @@ int64_t load_run_checkpoint(Communicator& comm, const std::string& out_dir, Trai
 
 // checkpoint.pt of `out_dir`.
 std::string checkpoint_path(const std::string& out_dir);
+// Deletes every rank's checkpoint.rank<r>.step<S>.pt in `out_dir` (--overwrite).
+void remove_rank_checkpoints(const std::string& out_dir);
 
 }  // namespace kvtune

@@ -3,13 +3,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
-#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
 #include "common/check.h"
 #include "common/path_checks.h"
 #include "common/yaml_reader.h"
+#include "train/checkpoint.h"
 #include "train/recipe_io.h"
 
 namespace kvtune {
@@ -126,14 +126,7 @@ std::unique_ptr<FileLock> open_run_folder(const Recipe& r, const std::string& ou
   const bool is_run = fs::exists(fs::path(out_dir) / kRecipeFile, ec);
   if (overwrite) {
     for (const char* name : kRunFiles) fs::remove_all(fs::path(out_dir) / name, ec);
-    // The ranks' own checkpoints of a run with split banks (checkpoint.h).
-    std::vector<fs::path> rank_files;
-    for (const auto& e : fs::directory_iterator(out_dir, ec)) {
-      const std::string f = e.path().filename().string();
-      if (f.rfind("checkpoint.rank", 0) == 0 && f.size() > 3 && f.substr(f.size() - 3) == ".pt")
-        rank_files.push_back(e.path());
-    }
-    for (const auto& p : rank_files) fs::remove(p, ec);
+    remove_rank_checkpoints(out_dir);  // a run with split banks (checkpoint.h)
   } else if (is_run) {
     if (!resume) {
       const bool finished = fs::exists(fs::path(out_dir) / "model", ec);

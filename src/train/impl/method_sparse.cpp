@@ -127,9 +127,8 @@ class SparseMethod : public Method {
     KVT_CHECK(patches_.size() == layers_.size(), "method sparse: save before finish");
     // The base's own rows back in place: the folder holds the base model unchanged (same
     // fingerprint) and the patches. A split bank is saved as its file (model_io.h).
-    std::vector<Bank>& patches = patches_;
     for (size_t i = 0; i < layers_.size(); ++i) {
-      changed_slots_.push_back(patches[i].size());
+      changed_slots_.push_back(patches_[i].size());
       if (!original_keys_[i].defined()) continue;
       auto bank = layers_[i]->banks().front();
       auto& b = bank->mutable_bank();
@@ -141,13 +140,13 @@ class SparseMethod : public Method {
     save_model(model_dir, s.model, config, tokenizer);
     const auto background = fs::path(model_dir) / kBackgroundFile;
     write_background(background.string(), background_);
-    for (size_t i = 0; i < patches.size(); ++i) {
-      patches[i].meta.model_fingerprint = fingerprint;
-      patches[i].meta.score_scale = layers_[i]->banks().front()->bank().meta.score_scale;
-      write_bank((fs::path(model_dir) / patch_bank_file(i)).string(), patches[i]);
+    for (size_t i = 0; i < patches_.size(); ++i) {
+      patches_[i].meta.model_fingerprint = fingerprint;
+      patches_[i].meta.score_scale = layers_[i]->banks().front()->bank().meta.score_scale;
+      write_bank((fs::path(model_dir) / patch_bank_file(i)).string(), patches_[i]);
       if (!original_keys_[i].defined()) continue;  // a shard still holds its tuned rows
       auto bank = layers_[i]->banks().front();
-      if (apply_patch_rows(bank->mutable_bank(), patches[i], patch_bank_file(i)))
+      if (apply_patch_rows(bank->mutable_bank(), patches_[i], patch_bank_file(i)))
         bank->rebuild_index();
     }
   }
