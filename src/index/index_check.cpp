@@ -5,6 +5,7 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
 #include <faiss/invlists/InvertedLists.h>
 
 #include <cstring>
@@ -120,6 +121,17 @@ void check_pq(const faiss::ProductQuantizer& pq, int64_t d, const std::string& w
   }
 }
 
+// The coarse quantizer of an inverted multi-index: its ntotal cells are the products of the
+// sub-quantizers' centroids, ksub^M of them.
+void check_multi_index_quantizer(const faiss::MultiIndexQuantizer& q, const std::string& what) {
+  check_common(q, what);
+  check_pq(q.pq, q.d, what);
+  int64_t cells = 1;
+  for (size_t m = 0; m < q.pq.M && cells <= q.ntotal; ++m) cells *= static_cast<int64_t>(q.pq.ksub);
+  KVT_CHECK(cells == q.ntotal, what, ": corrupt multi-index quantizer: ", q.ntotal,
+            " cells, not ksub^M = ", q.pq.ksub, "^", q.pq.M, " (rebuild the index)");
+}
+
 void check_ivf(const faiss::IndexIVF& ivf, const std::string& what) {
   check_common(ivf, what);
   const int64_t n = ivf.ntotal;
@@ -129,6 +141,12 @@ void check_ivf(const faiss::IndexIVF& ivf, const std::string& what) {
   if (ivf.quantizer == nullptr) fail("no coarse quantizer");
   validate_faiss_index(*ivf.quantizer, what + " (IVF quantizer)");
   if (ivf.nlist == 0 || ivf.nlist > (size_t{1} << 28)) fail(ivf.nlist, " lists");
+  if (ivf.metric_type != faiss::METRIC_INNER_PRODUCT &&
+      !(ivf.metric_type == faiss::METRIC_L2 &&
+        dynamic_cast<const faiss::MultiIndexQuantizer*>(ivf.quantizer) != nullptr)) {
+    fail("metric ", static_cast<int>(ivf.metric_type),
+         " (kvtune's IVF indexes use the inner product; an inverted multi-index, L2)");
+  }
   if (ivf.quantizer->ntotal != static_cast<int64_t>(ivf.nlist) || ivf.quantizer->d != ivf.d) {
     fail("the quantizer holds ", ivf.quantizer->ntotal, " centroids of dim ", ivf.quantizer->d,
          " for ", ivf.nlist, " lists of dim ", ivf.d);
@@ -189,6 +207,8 @@ void validate_faiss_index(const faiss::Index& index, const std::string& what) {
     check_hnsw(*hnsw, what);
   } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(&index)) {
     check_ivf(*ivf, what);
+  } else if (const auto* imi = dynamic_cast<const faiss::MultiIndexQuantizer*>(&index)) {
+    check_multi_index_quantizer(*imi, what);
   } else {
     KVT_THROW(what, ": index type ", type_name(index),
               " is not one kvtune can check (Flat, HNSW, IVF): remove the file to rebuild the "

@@ -5,6 +5,7 @@
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexPQ.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -39,7 +40,9 @@ auto faiss_call(const std::string& what, F&& f) -> decltype(f()) {
   } catch (const faiss::FaissException& e) {
     KVT_THROW(what, ": faiss: ", e.msg);
   } catch (const std::bad_alloc&) {
-    KVT_THROW(what, ": out of memory (a size in the file may be corrupt)");
+    KVT_THROW(what,
+              ": out of memory: give the process more memory or use a smaller bank (when "
+              "reading a file, a corrupt size in it can also cause this)");
   } catch (const std::length_error&) {
     KVT_THROW(what, ": a size in the file is out of range (the file is corrupt)");
   }
@@ -57,6 +60,25 @@ struct CountingWriter : faiss::IOWriter {
 void mark_missing(int64_t count, float* scores, const int64_t* ids) {
   for (int64_t i = 0; i < count; ++i) {
     if (ids[i] < 0) scores[i] = -std::numeric_limits<float>::infinity();
+  }
+}
+
+// faiss 1.7.3 builds the inverted multi-index ("IMI2x10,Flat") only for L2. Over unit keys L2
+// ranks as the inner product does: |q - k|^2 = |q|^2 + 1 - 2 q.k, so kvtune builds IMI indexes
+// in L2 and turns their distances back into inner products (l2_to_inner_products).
+bool is_multi_index(const std::string& factory) {
+  return factory.rfind("IMI", 0) == 0;
+}
+
+const faiss::MultiIndexQuantizer* multi_index_quantizer(const faiss::Index* index) {
+  const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index);
+  return ivf ? dynamic_cast<const faiss::MultiIndexQuantizer*>(ivf->quantizer) : nullptr;
+}
+
+void l2_to_inner_products(const float* queries, int64_t nq, int64_t dim, int64_t k, float* scores) {
+  for (int64_t i = 0; i < nq; ++i) {
+    const float qq = faiss::fvec_norm_L2sqr(queries + i * dim, static_cast<size_t>(dim));
+    for (int64_t j = 0; j < k; ++j) scores[i * k + j] = 0.5f * (qq + 1.0f - scores[i * k + j]);
   }
 }
 
@@ -108,14 +130,22 @@ void KeyIndex::build(const float* keys, int64_t n) {
   const std::string what = "building index '" + config_.factory + "' over " + std::to_string(n) +
                            " keys of dim " + std::to_string(dim_);
   std::unique_ptr<faiss::Index> index(faiss_call(what, [&] {
-    return faiss::index_factory(static_cast<int>(dim_), config_.factory.c_str(),
-                                faiss::METRIC_INNER_PRODUCT);
+    return faiss::index_factory(
+        static_cast<int>(dim_), config_.factory.c_str(),
+        is_multi_index(config_.factory) ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT);
   }));
   if (!index->is_trained) {
     int64_t nlist = 0;
-    if (auto* ivf = faiss::ivflib::try_extract_index_ivf(index.get())) nlist = ivf->nlist;
-    KVT_CHECK(nlist == 0 || n >= nlist, what, ": an IVF index with ", nlist,
-              " lists needs at least that many keys; use \"Flat\" or fewer lists");
+    if (const auto* imi = multi_index_quantizer(index.get())) {
+      // The coarse cells are products of ksub centroids per half: training needs ksub keys.
+      nlist = static_cast<int64_t>(imi->pq.ksub);
+      KVT_CHECK(n >= nlist, what, ": an inverted multi-index with ", nlist,
+                " centroids per sub-space needs at least that many keys; use fewer bits");
+    } else if (auto* ivf = faiss::ivflib::try_extract_index_ivf(index.get())) {
+      nlist = ivf->nlist;
+      KVT_CHECK(n >= nlist, what, ": an IVF index with ", nlist,
+                " lists needs at least that many keys; use \"Flat\" or fewer lists");
+    }
     int64_t want =
         config_.train_size > 0 ? config_.train_size : std::max<int64_t>(64 * nlist, 10000);
     want = std::min(want, n);
@@ -176,6 +206,9 @@ void KeyIndex::search(const float* queries, int64_t nq, int64_t k, float* scores
   } else {
     faiss_call("searching index '" + config_.factory + "'",
                [&] { index_->search(nq, queries, k, scores, ids); });
+    if (index_->metric_type == faiss::METRIC_L2) {
+      l2_to_inner_products(queries, nq, dim_, k, scores);
+    }
   }
   mark_missing(nq * k, scores, ids);
 }
@@ -241,8 +274,12 @@ KeyIndex KeyIndex::load_read(std::unique_ptr<faiss::Index> index, const std::str
   KVT_CHECK(index->ntotal == n, "index ", path, " holds ", index->ntotal,
             " vectors but the bank has ", n,
             " keys: it is stale or belongs to another bank (rebuild it)");
-  KVT_CHECK(index->metric_type == faiss::METRIC_INNER_PRODUCT, "index ", path,
-            " does not use the inner-product metric that kvtune's unit keys need (rebuild it)");
+  // L2 only for the inverted multi-index, which kvtune builds in L2 (is_multi_index above).
+  KVT_CHECK(
+      index->metric_type == faiss::METRIC_INNER_PRODUCT ||
+          (index->metric_type == faiss::METRIC_L2 && multi_index_quantizer(index.get()) != nullptr),
+      "index ", path,
+      " does not use the inner-product metric that kvtune's unit keys need (rebuild it)");
   if (stored != nullptr) {
     *stored = !stores_exact_vectors(*index)      ? StoredKeys::kUnknown
               : keys_match(*index, keys, n, dim) ? StoredKeys::kMatch
