@@ -184,7 +184,7 @@ TEST(RecipeIndex, ShippedConfigsLoad) {
   EXPECT_EQ(ivfpq.factory, "IVF1024,PQ16");
   EXPECT_EQ(ivfpq.nprobe, 32);
   EXPECT_EQ(index_config_names(configs_dir()),
-            (std::vector<std::string>{"flat", "hnsw", "ivf", "ivfpq"}));
+            (std::vector<std::string>{"flat", "hnsw", "ivf", "ivf-large", "ivfpq"}));
   for (const auto& name : index_config_names(configs_dir())) {
     EXPECT_NO_THROW(validate(load_index_config(dir + name + ".yaml"), name, "index"));
   }
@@ -209,7 +209,7 @@ TEST(RecipeIndex, Errors) {
   RecipeScratch scratch;
   EXPECT_THAT(
       error_of([&] { scratch.load("domain_bank: {index: ivff}\n"); }),
-      AllOf(HasSubstr("no index config named 'ivff'"), HasSubstr("flat, hnsw, ivf, ivfpq")));
+      AllOf(HasSubstr("no index config named 'ivff'"), HasSubstr("flat, hnsw, ivf, ivf-large, ivfpq")));
   EXPECT_THAT(error_of([&] { scratch.load("domain_bank: {index: [a]}\n"); }),
               HasSubstr("'domain_bank.index' must be an index config name"));
   const std::string bad = scratch.write_recipe("bad.yaml", "factory: Flat\nef: 3\n");

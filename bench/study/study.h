@@ -11,6 +11,8 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "index/index_config.h"
+
 namespace kvtune::study {
 
 // Synthetic keys and queries, unit rows (float32), and Gaussian values N(0, 1).
@@ -111,5 +113,24 @@ struct TrainedStudyOptions {
   std::vector<double> other_scales = {16, 32, 64};
 };
 nlohmann::json run_trained_study(const TrainedStudyOptions& options);
+
+// 4. Recall@k and search time of approximate index configs against the exact (Flat) search on
+//    one large synthetic bank per key distribution.
+struct IndexStudyOptions {
+  int64_t n = int64_t{1} << 20;
+  int64_t dk = 64;
+  std::vector<std::string> key_kinds = {"random", "clustered"};
+  int64_t centres = 4096;  // clustered keys: centres (about 256 keys each at 2^20)
+  std::vector<int64_t> ks = {32, 1024};
+  int64_t queries = 256;
+  // Configs to build (their factory, train_size and seed); each is searched at every breadth
+  // of `nprobes`, or at its own nprobe when `nprobes` is empty.
+  std::vector<IndexConfig> configs;
+  std::vector<int> nprobes;
+  int threads = 2;
+  std::string scratch = "/tmp/kvtune_study_index.faiss";  // each built index is saved and read back
+  uint64_t seed = 1;
+};
+nlohmann::json run_index_study(const IndexStudyOptions& options);
 
 }  // namespace kvtune::study

@@ -12,6 +12,7 @@
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/threads.h"
+#include "index/index_config_yaml.h"
 #include "study.h"
 
 namespace {
@@ -58,7 +59,7 @@ std::string dump_lines(const nlohmann::json& j) {
 int main(int argc, char** argv) {
   namespace st = kvtune::study;
   CLI::App app{"kvtune_study: error, cost and top-k mass of the sampled attention estimators"};
-  std::vector<std::string> parts = {"error", "cost", "mass", "trained"};
+  std::vector<std::string> parts = {"error", "cost", "mass", "trained"};  // "index" on request
   std::string out_dir = "docs/data";
   bool quick = false;
   int threads = 0;
@@ -69,8 +70,8 @@ int main(int argc, char** argv) {
   std::string runs_dir = "runs";
   std::vector<std::string> run_names = {"pretrain-general", "foldoc-memory", "jargon",
                                         "elements-facts"};
-  app.add_option("--parts", parts, "parts to run: error cost mass trained")
-      ->check(CLI::IsMember({"error", "cost", "mass", "trained"}));
+  app.add_option("--parts", parts, "parts to run: error cost mass trained index")
+      ->check(CLI::IsMember({"error", "cost", "mass", "trained", "index"}));
   app.add_option("--out-dir", out_dir, "folder of the JSON files (study_<part>.json)");
   app.add_flag("--quick", quick, "small sizes: a check that everything runs, not figures to quote");
   app.add_option("--threads", threads, "threads for the error, mass and trained parts (0: all)")
@@ -90,7 +91,28 @@ int main(int argc, char** argv) {
   app.add_option("--runs-dir", runs_dir, "folder of trained runs for the trained part (read only)");
   app.add_option("--runs", run_names, "runs of the trained part: RUNS_DIR/NAME/model is loaded");
   app.add_option("--seed", error.seed, "seed of banks, queries and samplers");
+  st::IndexStudyOptions index;
+  std::vector<std::string> index_configs, index_factories;
+  std::string configs_dir = "configs";
+  app.add_option("--index-configs", index_configs,
+                 "index part: shipped config names (configs/index/NAME.yaml) or YAML paths");
+  app.add_option("--index-factories", index_factories,
+                 "index part: faiss factory strings, each with the default train_size and seed");
+  app.add_option("--index-nprobes", index.nprobes,
+                 "index part: search each config at these nprobe (default: its own)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--index-n", index.n, "index part: keys in the bank")->check(CLI::PositiveNumber);
+  app.add_option("--index-dk", index.dk, "index part: key dim")->check(CLI::PositiveNumber);
+  app.add_option("--index-ks", index.ks, "index part: k of recall@k")->check(CLI::PositiveNumber);
+  app.add_option("--index-queries", index.queries, "index part: queries")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--index-keys", index.key_kinds, "index part: random and/or clustered keys")
+      ->check(CLI::IsMember({"random", "clustered"}));
+  app.add_option("--index-threads", index.threads, "index part: threads")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--configs-dir", configs_dir, "folder of the shipped configs (index part)");
   CLI11_PARSE(app, argc, argv);
+  index.seed = error.seed;
   cost.seed = mass.seed = error.seed;
   for (const auto& name : run_names) trained.model_dirs.push_back(runs_dir + "/" + name + "/model");
 
@@ -110,6 +132,20 @@ int main(int argc, char** argv) {
   while (cost.ns.size() > 1 && cost.ns.back() > cost_max_n) cost.ns.pop_back();
 
   std::string command;
+  try {
+    for (const auto& name : index_configs) {
+      index.configs.push_back(
+          kvtune::load_index_config(kvtune::index_config_path(name, configs_dir)));
+    }
+  } catch (const kvtune::Error& e) {
+    std::cerr << "kvtune_study: error: " << e.what() << "\n";
+    return 1;
+  }
+  for (const auto& factory : index_factories) {
+    kvtune::IndexConfig c;
+    c.factory = factory;
+    index.configs.push_back(c);
+  }
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   try {
     std::filesystem::create_directories(out_dir);
@@ -122,14 +158,17 @@ int main(int argc, char** argv) {
       if (part == "cost") j = st::run_cost_study(cost);
       if (part == "mass") j = st::run_mass_study(mass);
       if (part == "trained") j = st::run_trained_study(trained);
+      if (part == "index") j = st::run_index_study(index);
       j["command"] = command;
       j["quick"] = quick;
       j["wall_seconds"] =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       j["load_average_before"] = load_before;
       j["load_average_after"] = load_average();
-      j["threads"] = part == "cost" ? cost.threads : kvtune::available_cores();
-      if (threads > 0 && part != "cost") j["threads"] = threads;
+      j["threads"] = part == "cost"    ? cost.threads
+                     : part == "index" ? index.threads
+                                       : kvtune::available_cores();
+      if (threads > 0 && part != "cost" && part != "index") j["threads"] = threads;
       const std::string path = out_dir + "/study_" + part + ".json";
       round_floats(j);
       kvtune::write_file_atomic(path, dump_lines(j));
