@@ -27,6 +27,7 @@
 #include "common/file_lock.h"
 #include "common/isolated_call.h"
 #include "common/portable_random.h"
+#include "common/resources.h"
 #include "common/utf8.h"
 #include "common/yaml_reader.h"
 #include "data/lm_dataset.h"
@@ -528,6 +529,36 @@ constexpr const char* kSegvSeenAs = "exit status ";
 #else
 constexpr const char* kSegvSeenAs = "signal 11";
 #endif
+
+// A bank too large for the process (its memory limit, the machine) is an error that says so and
+// names the fix, in the reading child and in the process itself, not an internal error with
+// libtorch's backtrace.
+TEST(OutOfMemory, ATensorTooLargeForTheProcessIsAnErrorThatNamesTheFix) {
+#if defined(KVTUNE_TEST_ASAN)
+  GTEST_SKIP() << "ASan's allocator reports allocations this large instead of failing them";
+#endif
+  EXPECT_THAT(out_of_memory_message(std::bad_alloc()), HasSubstr("out of memory"));
+  EXPECT_EQ(out_of_memory_message(std::runtime_error("x")), "");
+  const auto huge = [] { return torch::empty({int64_t{1} << 46}, torch::kFloat32); };
+  try {
+    huge();
+    FAIL() << "a 256 TiB tensor was allocated";
+  } catch (const std::exception& e) {
+    const auto message = out_of_memory_message(e);
+    EXPECT_THAT(message, AllOf(HasSubstr("out of memory"), HasSubstr("281474976710656 bytes"),
+                               HasSubstr("train.shard_base_banks")));
+    EXPECT_THAT(message, Not(HasSubstr("frame #")));
+  }
+  EXPECT_THAT(error_of([&] {
+                isolated_call(
+                    [&]() -> std::string {
+                      huge();
+                      return "unreachable";
+                    },
+                    "bank big.h5", 60);
+              }),
+              AllOf(HasSubstr("out of memory"), Not(HasSubstr("internal error"))));
+}
 
 // HDF5 reads user files in a child process: a crash there is an error here, not a crash; the
 // child's own errors come back with their message; results come back byte for byte.

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "common/check.h"
+#include "common/resources.h"
 #include "common/threads.h"
 
 int main(int argc, char** argv) {
@@ -36,6 +37,10 @@ int main(int argc, char** argv) {
     std::cerr << "kvtune: error: " << e.what() << ": check the path\n";
     return 1;
   } catch (const std::exception& e) {
+    if (const auto oom = kvtune::out_of_memory_message(e); !oom.empty()) {
+      std::cerr << "kvtune: error: " << oom << "\n";
+      return 1;
+    }
     std::cerr << "kvtune: internal error: " << e.what() << "\n";
     return 3;
   }

@@ -19,6 +19,7 @@
 #include <omp.h>
 
 #include "common/check.h"
+#include "common/resources.h"
 
 namespace kvtune {
 namespace {
@@ -96,7 +97,8 @@ Child start_child(const std::function<std::string(BulkSink*)>& work, const std::
     } catch (const Error& e) {
       answer = kError + std::string(e.what());
     } catch (const std::exception& e) {
-      answer = kInternal + std::string(e.what());
+      const auto oom = out_of_memory_message(e);
+      answer = oom.empty() ? kInternal + std::string(e.what()) : kError + oom;
     } catch (...) {
       answer = kInternal + std::string("unknown exception");
     }

@@ -16,6 +16,7 @@ int64_t peak_rss_bytes() {
 
 #include <cstdio>
 #include <limits>
+#include <new>
 
 #include "common/check.h"
 
@@ -45,6 +46,29 @@ void check_fits_in_memory(int64_t bytes, const std::string& what, const std::str
   };
   KVT_THROW(what, " needs ", bytes < 0 ? std::string("more than 2^63 bytes") : gib(bytes),
             "; this machine has ", gib(have), " of memory: ", fix);
+}
+
+}  // namespace kvtune
+
+namespace kvtune {
+
+std::string out_of_memory_message(const std::exception& e) {
+  std::string what;
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) {
+    what = "an allocation failed";
+  } else {
+    // libtorch 1.13: "[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: can't
+    // allocate memory: you tried to allocate N bytes. Error code 12 (...)"; 2.x: "...
+    // DefaultCPUAllocator: not enough memory: you tried to allocate N bytes." Then a backtrace.
+    const std::string text = e.what();
+    const auto at = text.find("DefaultCPUAllocator: ");
+    if (at == std::string::npos) return "";
+    what = text.substr(at + 21, text.find('\n', at) - (at + 21));
+  }
+  return "out of memory (" + what +
+         "): this process may not hold that much (the machine's memory, or a limit such as "
+         "ulimit -d or -v): give it more, or use smaller banks or batches; a base bank can be "
+         "split over several processes (train.shard_base_banks, docs/distributed.md)";
 }
 
 }  // namespace kvtune
