@@ -26,6 +26,7 @@
 #include "common/communicator.h"
 #include "common/launch_settings.h"
 #include "common/local_launcher.h"
+#include "common/threads.h"
 #include "sanitizer_test_util.h"
 #include "test_util.h"
 #include "train/data_parallel.h"
@@ -64,6 +65,7 @@ TEST(LaunchSettings, NoVariablesIsOneProcess) {
   const auto s = from({});
   EXPECT_EQ(s.world_size, 1);
   EXPECT_EQ(s.rank, 0);
+  EXPECT_EQ(s.local_world_size, 1);
   EXPECT_FALSE(s.distributed());
 }
 
@@ -71,11 +73,13 @@ TEST(LaunchSettings, TorchrunVariablesAreRead) {
   const auto s = from({{"WORLD_SIZE", "4"},
                        {"RANK", "3"},
                        {"LOCAL_RANK", "1"},
+                       {"LOCAL_WORLD_SIZE", "2"},
                        {"MASTER_ADDR", "node7"},
                        {"MASTER_PORT", "29500"}});
   EXPECT_EQ(s.world_size, 4);
   EXPECT_EQ(s.rank, 3);
   EXPECT_EQ(s.local_rank, 1);
+  EXPECT_EQ(s.local_world_size, 2);
   EXPECT_EQ(s.master_addr, "node7");
   EXPECT_EQ(s.master_port, 29500);
 }
@@ -104,6 +108,23 @@ TEST(LaunchSettings, BadOrMissingVariablesAreRefusedByName) {
   EXPECT_THAT(with("MASTER_PORT", nullptr), HasSubstr("MASTER_PORT is not set"));
   EXPECT_THAT(with("LOCAL_RANK", "5"), HasSubstr("LOCAL_RANK=5 is out of range"));
   EXPECT_EQ(with("LOCAL_RANK", "0"), "no error");
+  EXPECT_THAT(with("LOCAL_WORLD_SIZE", "3"), HasSubstr("LOCAL_WORLD_SIZE=3 is out of range"));
+  EXPECT_THAT(with("LOCAL_WORLD_SIZE", "0"), HasSubstr("LOCAL_WORLD_SIZE=0 is out of range"));
+  EXPECT_EQ(with("LOCAL_WORLD_SIZE", "2"), "no error");
+}
+
+// N ranks on one machine each take cores / N threads by default, not every core each.
+TEST(LaunchSettings, RanksOnOneMachineShareItsCores) {
+  const int cores = available_cores(), before = torch::get_num_threads();
+  set_local_processes(3);
+  set_num_threads(0);
+  EXPECT_EQ(torch::get_num_threads(), std::max(1, cores / 3));
+  set_num_threads(5);  // an explicit count is kept
+  EXPECT_EQ(torch::get_num_threads(), 5);
+  set_local_processes(1);
+  set_num_threads(0);
+  EXPECT_EQ(torch::get_num_threads(), cores);
+  set_num_threads(before);
 }
 
 TEST(DataParallel, BatchSharesAreDisjointAndCoverTheBatch) {

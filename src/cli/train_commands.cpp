@@ -8,6 +8,7 @@
 #include "common/communicator.h"
 #include "common/local_launcher.h"
 #include "common/path_checks.h"
+#include "common/threads.h"
 #include "data/corpus.h"
 #include "data/text_data.h"
 #include "eval/evaluate.h"
@@ -60,9 +61,13 @@ class JoinedWorld {
   explicit JoinedWorld(const RunArgs& a) {
     LaunchSettings s = launch_settings_from_env();
     s.timeout = std::chrono::seconds(a.dist_timeout);
+    set_local_processes(s.local_world_size);  // the recipe's train.threads: 0 = this rank's share
     if (s.distributed()) set_world(Communicator::connect(s));
   }
-  ~JoinedWorld() { set_world(std::make_shared<Communicator>()); }
+  ~JoinedWorld() {
+    set_world(std::make_shared<Communicator>());
+    set_local_processes(1);
+  }
   JoinedWorld(const JoinedWorld&) = delete;
   JoinedWorld& operator=(const JoinedWorld&) = delete;
 };

@@ -38,6 +38,9 @@ LaunchSettings launch_settings_from_env(const EnvLookup& lookup) {
             ": ranks are 0 to WORLD_SIZE - 1, one per process");
   const char* local = env("LOCAL_RANK");
   s.local_rank = local == nullptr ? s.rank : int_var("LOCAL_RANK", local, 0, s.world_size - 1);
+  const char* local_world = env("LOCAL_WORLD_SIZE");
+  s.local_world_size =
+      local_world == nullptr ? 1 : int_var("LOCAL_WORLD_SIZE", local_world, 1, s.world_size);
   if (s.world_size == 1) return s;
   const char* addr = env("MASTER_ADDR");
   KVT_CHECK(addr != nullptr && *addr != '\0', "MASTER_ADDR is not set: give the host name or ",

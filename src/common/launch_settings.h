@@ -15,6 +15,9 @@ struct LaunchSettings {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;
+  // Processes of this run on this machine (LOCAL_WORLD_SIZE, as torchrun and `--nproc` set it;
+  // 1 when unset): they share its cores (common/threads.h).
+  int local_world_size = 1;
   std::string master_addr;  // host of the rendezvous store (rank 0 runs it)
   int master_port = 0;
   // How long a rank waits for the others: at the rendezvous, and in every collective (a rank
@@ -28,7 +31,8 @@ struct LaunchSettings {
 using EnvLookup = std::function<const char*(const char*)>;
 
 // Single process (world size 1) when none of WORLD_SIZE and RANK is set. Otherwise WORLD_SIZE,
-// RANK, MASTER_ADDR and MASTER_PORT must all be set and valid; LOCAL_RANK defaults to RANK.
+// RANK, MASTER_ADDR and MASTER_PORT must all be set and valid; LOCAL_RANK defaults to RANK,
+// LOCAL_WORLD_SIZE to 1.
 LaunchSettings launch_settings_from_env(const EnvLookup& env = {});
 
 // "rank 1 of 2 (local rank 1), rendezvous 127.0.0.1:29500": for messages.

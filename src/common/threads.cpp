@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <thread>
 
 #include <torch/torch.h>
@@ -19,8 +20,16 @@ int available_cores() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+namespace {
+int local_processes = 1;
+}  // namespace
+
+void set_local_processes(int n) {
+  local_processes = n > 0 ? n : 1;
+}
+
 void set_num_threads(int n) {
-  if (n <= 0) n = available_cores();
+  if (n <= 0) n = std::max(1, available_cores() / local_processes);
   omp_set_num_threads(n);
   torch::set_num_threads(n);
 }

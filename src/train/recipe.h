@@ -80,7 +80,7 @@ struct TrainConfig {
   int64_t eval_every = 0;  // 0 = only before and after
   int64_t log_every = 10;
   int64_t eval_batches = 20;   // held-out batches per evaluation (0 = whole set)
-  int threads = 0;             // 0 = all cores
+  int threads = 0;             // 0 = this process's share of the cores (common/threads.h)
   std::string device = "cpu";  // "cpu" | "cuda"
   // Pretraining: background access counts of the base banks (method sparse) over this many
   // training batches of the finished model, saved as model/background.h5; 0 = none.
