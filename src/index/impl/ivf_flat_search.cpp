@@ -20,9 +20,14 @@ namespace kvtune::impl {
 namespace {
 
 // Queries per chunk: a list probed by the chunk is read once per chunk, so larger chunks read
-// the bank fewer times; each thread takes whole chunks.
+// the bank fewer times; each thread takes whole chunks. The chunks depend on nq alone, never on
+// the thread count: without AVX-512 a list is scored by a BLAS product, whose values depend on
+// its number of rows (OpenBLAS's edge kernels), so chunks cut by the thread count gave other
+// scores on 1 and 2 threads (measured on an AMD EPYC, AVX2). nq / kChunks queries per chunk
+// keeps up to kChunks threads busy on small batches.
 constexpr int64_t kMinChunk = 64;
 constexpr int64_t kMaxChunk = 1024;
+constexpr int64_t kChunks = 4;
 // Below this mean list size a product per list costs more in calls than it saves: faiss's own
 // scan is left to such indexes (many small lists, as with IVF65536 over 2^20 keys).
 constexpr int64_t kMinMeanListSize = 64;
@@ -176,8 +181,7 @@ void ivf_flat_search(const faiss::IndexIVFFlat& index, const float* queries, int
   std::vector<float> coarse(static_cast<size_t>(nq * nprobe));
   std::vector<int64_t> probes(static_cast<size_t>(nq * nprobe));
   index.quantizer->search(nq, queries, nprobe, coarse.data(), probes.data());
-  const int threads = std::max(1, omp_get_max_threads());
-  const int64_t chunk = std::clamp<int64_t>((nq + threads - 1) / threads, kMinChunk, kMaxChunk);
+  const int64_t chunk = std::clamp<int64_t>((nq + kChunks - 1) / kChunks, kMinChunk, kMaxChunk);
   const int64_t chunks = (nq + chunk - 1) / chunk;
   std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
