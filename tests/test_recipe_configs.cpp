@@ -207,9 +207,9 @@ TEST(RecipeIndex, ByNameByPathOrInline) {
 
 TEST(RecipeIndex, Errors) {
   RecipeScratch scratch;
-  EXPECT_THAT(
-      error_of([&] { scratch.load("domain_bank: {index: ivff}\n"); }),
-      AllOf(HasSubstr("no index config named 'ivff'"), HasSubstr("flat, hnsw, ivf, ivf-large, ivfpq")));
+  EXPECT_THAT(error_of([&] { scratch.load("domain_bank: {index: ivff}\n"); }),
+              AllOf(HasSubstr("no index config named 'ivff'"),
+                    HasSubstr("flat, hnsw, ivf, ivf-large, ivfpq")));
   EXPECT_THAT(error_of([&] { scratch.load("domain_bank: {index: [a]}\n"); }),
               HasSubstr("'domain_bank.index' must be an index config name"));
   const std::string bad = scratch.write_recipe("bad.yaml", "factory: Flat\nef: 3\n");
