@@ -2,9 +2,9 @@
 // distribution, each config (a faiss factory string with its search breadth) is built over the
 // same n unit keys and searched for the same queries; recall@k is the share of the exact top-k
 // (a Flat search) that it returns. Times are one run's wall seconds on this machine.
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <unordered_set>
 
 #include "common/threads.h"
@@ -58,9 +58,10 @@ nlohmann::json run_index_study(const IndexStudyOptions& o) {
     const auto bank = make_synthetic(spec);
     KeyIndex flat(o.dk, IndexConfig{});
     flat.build(bank.keys.data_ptr<float>(), o.n);
+    std::map<int64_t, torch::Tensor> exact;  // by k: every config is compared with these
     for (const int64_t k : o.ks) {
       double exact_s = 0;
-      const auto exact = search_ids(flat, bank.queries, k, &exact_s);
+      exact[k] = search_ids(flat, bank.queries, k, &exact_s);
       rows.push_back({{"keys", kind},
                       {"factory", "Flat"},
                       {"k", k},
@@ -76,20 +77,19 @@ nlohmann::json run_index_study(const IndexStudyOptions& o) {
       const auto t0 = std::chrono::steady_clock::now();
       index.build(bank.keys.data_ptr<float>(), o.n);
       const double build_s = seconds_since(t0);
+      const int64_t index_bytes = index.memory_bytes();
+      index.save(o.scratch);
       const auto breadths = o.nprobes.empty() ? std::vector<int>{base.nprobe} : o.nprobes;
       for (const int nprobe : breadths) {
         // The breadth is set on the index read back from its file, as `bank query --nprobe`
         // sets it on a saved bank's index.
         config.nprobe = nprobe;
-        KeyIndex searcher = [&] {
-          index.save(o.scratch);
-          return KeyIndex::load(o.scratch, bank.keys.data_ptr<float>(), o.n, o.dk, config);
-        }();
+        const KeyIndex searcher =
+            KeyIndex::load(o.scratch, bank.keys.data_ptr<float>(), o.n, o.dk, config);
         for (const int64_t k : o.ks) {
-          double flat_s = 0, s = 0;
-          const auto exact = search_ids(flat, bank.queries, k, &flat_s);
+          double s = 0;
           const auto found = search_ids(searcher, bank.queries, k, &s);
-          const double r = recall(found, exact);
+          const double r = recall(found, exact.at(k));
           rows.push_back({{"keys", kind},
                           {"factory", config.factory},
                           {"nprobe", nprobe},
@@ -97,7 +97,7 @@ nlohmann::json run_index_study(const IndexStudyOptions& o) {
                           {"recall", r},
                           {"search_ms_per_query", 1e3 * s / o.queries},
                           {"build_seconds", build_s},
-                          {"index_bytes", index.memory_bytes()}});
+                          {"index_bytes", index_bytes}});
           std::printf(
               "index: %s keys, k %lld, %s nprobe %d: recall %.3f, %.3f ms per query "
               "(built in %.1f s)\n",
